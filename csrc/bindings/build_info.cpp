@@ -1,0 +1,50 @@
+// pyspec.build_info(): what this extension was built from and with.
+#include <pybind11/stl.h>
+
+#include "bindings/bindings.h"
+#include "engine/log.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "llama.h"
+
+namespace pyspec {
+
+void register_build_info(py::module_ & m) {
+    m.def("build_info", [] {
+        log_install();
+        py::dict d;
+        d["llama_cpp_commit"] = PYSPEC_LLAMA_COMMIT;
+        py::list backends;
+        for (size_t i = 0; i < ggml_backend_reg_count(); ++i) backends.append(ggml_backend_reg_name(ggml_backend_reg_get(i)));
+        d["backends"] = backends;
+        py::list feats;
+        auto add = [&](const char * n, int on) { if (on) feats.append(n); };
+        add("SSE3", ggml_cpu_has_sse3());
+        add("SSSE3", ggml_cpu_has_ssse3());
+        add("AVX", ggml_cpu_has_avx());
+        add("AVX2", ggml_cpu_has_avx2());
+        add("F16C", ggml_cpu_has_f16c());
+        add("FMA", ggml_cpu_has_fma());
+        add("AVX_VNNI", ggml_cpu_has_avx_vnni());
+        add("AVX512", ggml_cpu_has_avx512());
+        add("AVX512_VBMI", ggml_cpu_has_avx512_vbmi());
+        add("AVX512_VNNI", ggml_cpu_has_avx512_vnni());
+        add("AVX512_BF16", ggml_cpu_has_avx512_bf16());
+        add("NEON", ggml_cpu_has_neon());
+        add("ARM_FMA", ggml_cpu_has_arm_fma());
+        add("SVE", ggml_cpu_has_sve());
+        add("LLAMAFILE", ggml_cpu_has_llamafile());
+        d["cpu_features"] = feats;
+        d["system_info"] = llama_print_system_info();
+        d["gpu_offload"] = llama_supports_gpu_offload();
+#ifdef PYSPEC_CUDA
+        d["cuda"] = true;
+#else
+        d["cuda"] = false;
+#endif
+        return d;
+    }, "Build facts: llama.cpp commit, compiled backends, CPU features.");
+    m.def("set_verbose", &log_set_verbose, py::arg("verbose"), "Echo llama.cpp's log to stderr.");
+}
+
+}  // namespace pyspec

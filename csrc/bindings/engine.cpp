@@ -1,0 +1,120 @@
+// Binds pyspec::Engine: the target context and the speculative loop.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include "bindings/bindings.h"
+#include "engine/engine.h"
+
+namespace pyspec {
+
+static py::dict stats_to_dict(const Stats & s) {
+    py::dict d;
+    d["prompt_n"] = s.prompt_n;
+    d["prompt_ms"] = s.prompt_ms;
+    d["predicted_n"] = s.predicted_n;
+    d["predicted_ms"] = s.predicted_ms;
+    d["n_steps"] = s.n_steps;
+    d["draft_n"] = s.draft_n;
+    d["draft_n_accepted"] = s.draft_n_accepted;
+    d["drafted_per_position"] = s.drafted_per_position;
+    d["accepted_per_position"] = s.accepted_per_position;
+    d["draft_ms"] = s.draft_ms;
+    d["verify_ms"] = s.verify_ms;
+    d["mean_acceptance_length"] = s.mean_acceptance_length();
+    return d;
+}
+
+void register_engine(py::module_ & m) {
+    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", R"pbdoc(
+        A target context (KV cache) and the speculative decode loop.
+
+        Arguments:
+          model: the target pyspec._core.Model.
+          n_ctx: context size in tokens.
+          n_batch: prompt tokens per forward pass.
+          n_threads: CPU threads (0: all hardware threads).
+          flash_attn: -1 auto, 0 off, 1 on (exact mode forces its own choice).
+          type_k, type_v: KV cache types ("f16", "q8_0", ...).
+          exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
+    )pbdoc")
+        .def(py::init([](std::shared_ptr<Model> model, uint32_t n_ctx, uint32_t n_batch, int32_t n_threads,
+                         int32_t flash_attn, std::string type_k, std::string type_v, bool exact) {
+                 ContextParams p;
+                 p.n_ctx = n_ctx;
+                 p.n_batch = n_batch;
+                 p.n_threads = n_threads;
+                 p.flash_attn = flash_attn;
+                 p.type_k = std::move(type_k);
+                 p.type_v = std::move(type_v);
+                 p.exact = exact;
+                 py::gil_scoped_release nogil;
+                 auto e = std::make_shared<Engine>(std::move(model), p);
+                 e->should_stop = [] {
+                     py::gil_scoped_acquire gil;
+                     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                     return false;
+                 };
+                 return e;
+             }),
+             py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_threads") = 0,
+             py::arg("flash_attn") = -1, py::arg("type_k") = "f16", py::arg("type_v") = "f16",
+             py::arg("exact") = true)
+        .def("generate",
+             [](Engine & e, const std::vector<llama_token> & prompt, int32_t n_predict, float temperature,
+                int32_t top_k, float top_p, float min_p, uint64_t seed, int32_t draft_n_max, int32_t draft_n_min,
+                bool ignore_eos, std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step) {
+                 GenerateParams gp;
+                 gp.n_predict = n_predict;
+                 gp.sampling = {temperature, top_k, top_p, min_p, seed};
+                 gp.draft_n_max = draft_n_max;
+                 gp.draft_n_min = draft_n_min;
+                 gp.ignore_eos = ignore_eos;
+                 StepCallback cb;
+                 if (on_step) {
+                     cb = [&on_step](const std::vector<llama_token> & toks, int32_t n_from_draft) {
+                         py::gil_scoped_acquire gil;
+                         py::object r = (*on_step)(toks, n_from_draft);
+                         return r.is_none() || r.cast<bool>();
+                     };
+                 }
+                 GenerateResult res;
+                 {
+                     py::gil_scoped_release nogil;
+                     res = e.generate(prompt, gp, drafter.get(), cb);
+                 }
+                 py::dict d;
+                 d["tokens"] = res.tokens;
+                 d["stats"] = stats_to_dict(res.stats);
+                 d["finish_reason"] = res.finish_reason;
+                 return d;
+             },
+             py::arg("prompt"), py::arg("n_predict") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
+             py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("draft_n_max") = 16,
+             py::arg("draft_n_min") = 0, py::arg("ignore_eos") = false, py::arg("drafter") = nullptr,
+             py::arg("on_step") = py::none(),
+             "Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.")
+        .def("reset", &Engine::reset, "Clears the memory.")
+        .def("decode",
+             [](Engine & e, const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits) {
+                 std::vector<float> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = e.decode(tokens, chunk, all_logits);
+                 }
+                 const size_t n_vocab = size_t(e.model()->n_vocab());
+                 py::array_t<float> arr({out.size() / n_vocab, n_vocab});
+                 std::copy(out.begin(), out.end(), arr.mutable_data());
+                 return arr;
+             },
+             py::arg("tokens"), py::arg("chunk") = 512, py::arg("all_logits") = true,
+             "Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.")
+        .def("rollback", [](Engine & e, int32_t n_keep) { py::gil_scoped_release nogil; e.rollback(n_keep); },
+             py::arg("n_keep"), "Keeps the first n_keep positions of the memory.")
+        .def_property_readonly("n_past", &Engine::n_past)
+        .def_property_readonly("n_ctx", &Engine::n_ctx)
+        .def_property_readonly("exact", [](const Engine & e) { return e.params().exact; })
+        .def_property_readonly("model", &Engine::model);
+}
+
+}  // namespace pyspec

@@ -1,0 +1,34 @@
+// Maps the C++ exceptions of engine/error.h onto pyspec.errors' classes.
+#include "bindings/bindings.h"
+#include "engine/error.h"
+
+namespace pyspec {
+
+static void raise_as(const char * cls, const std::exception & e) {
+    py::object errors = py::module_::import("pyspec.errors");
+    PyErr_SetString(errors.attr(cls).ptr(), e.what());
+}
+
+void register_errors(py::module_ &) {
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const ModelLoadError & e) {
+            raise_as("ModelLoadError", e);
+        } catch (const VocabMismatchError & e) {
+            raise_as("VocabMismatchError", e);
+        } catch (const ContextOverflowError & e) {
+            raise_as("ContextOverflowError", e);
+        } catch (const InvalidParameterError & e) {
+            raise_as("InvalidParameterError", e);
+        } catch (const DecodeError & e) {
+            raise_as("DecodeError", e);
+        } catch (const Interrupted & e) {
+            raise_as("GenerationInterrupted", e);
+        } catch (const Error & e) {
+            raise_as("PyspecError", e);
+        }
+    });
+}
+
+}  // namespace pyspec

@@ -1,0 +1,59 @@
+// Binds pyspec::Model (a loaded GGUF) and the metadata helpers.
+#include <pybind11/stl.h>
+
+#include "bindings/bindings.h"
+#include "engine/model.h"
+
+namespace pyspec {
+
+void register_model(py::module_ & m) {
+    py::class_<Model, std::shared_ptr<Model>>(m, "Model", R"pbdoc(
+        A GGUF model loaded by llama.cpp (weights only; contexts live in Engine).
+
+        Arguments:
+          path: the GGUF file.
+          n_gpu_layers: layers to offload to a GPU (-1: all).
+          repack: allow weight repacking (faster, not batch-invariant).
+          use_mmap: map the file instead of reading it.
+    )pbdoc")
+        .def(py::init([](const std::string & path, int32_t n_gpu_layers, bool repack, bool use_mmap) {
+                 ModelParams p;
+                 p.n_gpu_layers = n_gpu_layers;
+                 p.repack = repack;
+                 p.use_mmap = use_mmap;
+                 py::gil_scoped_release nogil;
+                 return std::make_shared<Model>(path, p);
+             }),
+             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("repack") = false, py::arg("use_mmap") = true)
+        .def_property_readonly("path", &Model::path)
+        .def_property_readonly("n_vocab", &Model::n_vocab)
+        .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
+        .def_property_readonly("repack", [](const Model & mdl) { return mdl.params().repack; })
+        .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = true,
+             py::arg("parse_special") = false, "Text to token ids.")
+        .def("token_to_bytes", [](const Model & mdl, llama_token t, bool special) {
+                 return py::bytes(mdl.token_to_piece(t, special));
+             }, py::arg("token"), py::arg("special") = false, "The bytes of one token (may be a partial UTF-8 character).")
+        .def("detokenize", [](const Model & mdl, const std::vector<llama_token> & toks, bool special) {
+                 return py::bytes(mdl.detokenize(toks, special));
+             }, py::arg("tokens"), py::arg("special") = false, "Token ids to bytes.")
+        .def("is_eog", &Model::is_eog, py::arg("token"), "True for end-of-generation tokens.")
+        .def("apply_chat_template", &Model::apply_chat_template, py::arg("messages"),
+             py::arg("add_assistant") = true, "Formats [(role, content), ...] with the GGUF's chat template.")
+        .def("meta", &Model::meta, py::arg("key"), "A metadata value as text, '' when absent.");
+
+    m.def("model_info", [](const std::string & path) {
+              py::gil_scoped_release nogil;
+              return model_info(path);
+          }, py::arg("path"), "Reads a GGUF's metadata without loading its weights: [(key, value), ...].");
+    m.def("quantize", [](const std::string & src, const std::string & dst, const std::string & type,
+                         int32_t n_threads) {
+              py::gil_scoped_release nogil;
+              quantize_model(src, dst, type, n_threads);
+          }, py::arg("src"), py::arg("dst"), py::arg("type"), py::arg("n_threads") = 0,
+          "Writes dst: src quantized (or requantized) to `type` with llama.cpp's quantizer.");
+    m.def("check_vocab_compatible", &check_vocab_compatible, py::arg("target"), py::arg("draft"),
+          "Raises VocabMismatchError when `draft` cannot draft for `target`.");
+}
+
+}  // namespace pyspec

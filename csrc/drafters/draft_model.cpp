@@ -1,0 +1,88 @@
+#include "drafters/draft_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+
+#include "engine/error.h"
+#include "engine/log.h"
+
+namespace pyspec {
+
+DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model & target, const DraftModelParams & p)
+    : model_(std::move(draft)), p_(p), batch_(512) {
+    check_vocab_compatible(target, *model_);
+    if (!(p.p_min >= 0.0f && p.p_min <= 1.0f))
+        throw InvalidParameterError("draft p_min must be in [0, 1], got " + std::to_string(p.p_min));
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = p.n_ctx;
+    cp.n_batch = 512;
+    cp.n_ubatch = 512;
+    cp.n_seq_max = 1;
+    const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
+    cp.n_threads = p.n_threads > 0 ? p.n_threads : hw;
+    cp.n_threads_batch = cp.n_threads;
+    cp.no_perf = true;
+    cp.swa_full = true;
+    log_clear_recent();
+    ctx_.reset(llama_init_from_model(model_->get(), cp));
+    if (!ctx_) throw Error("llama.cpp could not create the draft model's context: " + log_recent());
+}
+
+void DraftModelDrafter::begin(const std::vector<llama_token> & prompt) {
+    llama_memory_clear(llama_get_memory(ctx_.get()), true);
+    cached_.clear();
+    history_ = prompt;
+}
+
+void DraftModelDrafter::accept(int32_t, const std::vector<llama_token> & emitted) {
+    history_.insert(history_.end(), emitted.begin(), emitted.end());
+}
+
+void DraftModelDrafter::sync_cache() {
+    // Keep the common prefix of what is cached and what was committed.
+    size_t keep = 0;
+    const size_t target_n = history_.size() - 1;  // the last token is decoded in draft()
+    while (keep < cached_.size() && keep < target_n && cached_[keep] == history_[keep]) ++keep;
+    if (keep < cached_.size()) {
+        llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, llama_pos(keep), -1);
+        cached_.resize(keep);
+    }
+    for (size_t i = keep; i < target_n; i += size_t(batch_.capacity())) {
+        const size_t n = std::min(target_n - i, size_t(batch_.capacity()));
+        batch_.clear();
+        for (size_t j = 0; j < n; ++j) batch_.add(history_[i + j], llama_pos(i + j), false);
+        check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model prefill");
+        cached_.insert(cached_.end(), history_.begin() + i, history_.begin() + i + n);
+    }
+}
+
+Draft DraftModelDrafter::draft(int32_t n_max) {
+    Draft d;
+    if (history_.empty() || n_max <= 0) return d;
+    if (history_.size() + size_t(n_max) >= llama_n_ctx(ctx_.get())) return d;  // no room: no draft
+    sync_cache();
+    const int32_t n_vocab = model_->n_vocab();
+    llama_token cur = history_.back();
+    for (int32_t i = 0; i < n_max; ++i) {
+        batch_.clear();
+        batch_.add(cur, llama_pos(cached_.size()), true);
+        check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
+        cached_.push_back(cur);
+        const float * logits = llama_get_logits_ith(ctx_.get(), 0);
+        llama_token best = 0;
+        for (int32_t t = 1; t < n_vocab; ++t) {
+            if (logits[t] > logits[best]) best = t;
+        }
+        if (p_.p_min > 0.0f) {
+            double sum = 0.0;
+            for (int32_t t = 0; t < n_vocab; ++t) sum += std::exp(double(logits[t] - logits[best]));
+            if (1.0 / sum < p_.p_min && i > 0) break;
+        }
+        d.tokens.push_back(best);
+        cur = best;
+    }
+    return d;
+}
+
+}  // namespace pyspec

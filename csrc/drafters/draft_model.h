@@ -1,0 +1,37 @@
+// Drafting with a separate, smaller GGUF model that shares the target's
+// vocabulary; it keeps its own context and KV cache.
+#pragma once
+#include <memory>
+
+#include "drafters/drafter.h"
+#include "engine/model.h"
+
+namespace pyspec {
+
+struct DraftModelParams {
+    uint32_t n_ctx = 4096;
+    int32_t  n_threads = 0;
+    float    p_min = 0.0f;  // stop drafting when the drafter's top probability falls below this
+};
+
+class DraftModelDrafter final : public Drafter {
+public:
+    // Checks the vocabularies (VocabMismatchError) before anything else.
+    DraftModelDrafter(std::shared_ptr<Model> draft, const Model & target, const DraftModelParams & p);
+    std::string name() const override { return "draft"; }
+    void  begin(const std::vector<llama_token> & prompt) override;
+    Draft draft(int32_t n_max) override;
+    void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
+
+private:
+    void sync_cache();  // make the drafter's memory hold exactly history_ (but its last token)
+
+    std::shared_ptr<Model> model_;
+    DraftModelParams p_;
+    ContextPtr ctx_;
+    Batch batch_;
+    std::vector<llama_token> history_;  // committed tokens
+    std::vector<llama_token> cached_;   // tokens in the drafter's memory, position = index
+};
+
+}  // namespace pyspec

@@ -1,0 +1,46 @@
+// The interface every drafter implements. The engine owns the target and its
+// memory; a drafter only proposes tokens and is told what was kept.
+//
+// Call order for one generation:
+//   begin(prompt)                      once, with the prompt's tokens
+//   observe(outputs)                   after every target forward (optional use)
+//   draft(n_max) -> Draft              before each verify step
+//   accept(n_accepted, emitted)        after each verify step: emitted = the
+//                                      accepted drafts followed by the target's
+//                                      bonus token (what was committed)
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "llama.h"
+
+namespace pyspec {
+
+struct Draft {
+    std::vector<llama_token> tokens;
+    // Optional: probs[i] is the drafter's distribution for tokens[i]
+    // ([n_draft][n_vocab]); empty when the drafter has none (n-gram).
+    std::vector<std::vector<float>> probs;
+};
+
+// What the target produced in one forward pass; drafters that read the
+// target's hidden states (MTP, DFlash, EAGLE-3) take them from here.
+struct TargetOutputs {
+    const llama_token * tokens = nullptr;  // [n_tokens] tokens of the forward
+    int32_t             n_tokens = 0;
+    int32_t             pos0 = 0;          // position of tokens[0]
+    llama_context *     ctx = nullptr;     // the target context, read-only use
+};
+
+class Drafter {
+public:
+    virtual ~Drafter() = default;
+    virtual std::string name() const = 0;
+    virtual void  begin(const std::vector<llama_token> & prompt) = 0;
+    virtual void  observe(const TargetOutputs &) {}
+    virtual Draft draft(int32_t n_max) = 0;
+    virtual void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) = 0;
+};
+
+}  // namespace pyspec

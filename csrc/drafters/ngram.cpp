@@ -1,0 +1,35 @@
+#include "drafters/ngram.h"
+
+#include <algorithm>
+#include <string>
+
+#include "engine/error.h"
+
+namespace pyspec {
+
+std::vector<llama_token> ngram_lookup(const std::vector<llama_token> & h,
+                                      const NgramParams & p, int32_t n_max) {
+    const int64_t len = int64_t(h.size());
+    for (int32_t n = p.n; n >= std::max(1, p.n_min); --n) {
+        if (len <= n) continue;
+        const llama_token * key = h.data() + len - n;
+        // Latest match first: recent text predicts the continuation best.
+        for (int64_t start = len - n - 1; start >= 0; --start) {
+            if (!std::equal(key, key + n, h.data() + start)) continue;
+            const int64_t from = start + n;
+            const int64_t to = std::min<int64_t>(len, from + n_max);
+            return {h.begin() + from, h.begin() + to};
+        }
+    }
+    return {};
+}
+
+NgramDrafter::NgramDrafter(NgramParams p) : p_(p) {
+    if (p_.n < 1 || p_.n > 64)
+        throw InvalidParameterError("ngram size must be in [1, 64], got " + std::to_string(p_.n));
+    if (p_.n_min < 1 || p_.n_min > p_.n)
+        throw InvalidParameterError("ngram n_min must be in [1, n=" + std::to_string(p_.n) +
+                                    "], got " + std::to_string(p_.n_min));
+}
+
+}  // namespace pyspec

@@ -1,0 +1,33 @@
+// Prompt-lookup (n-gram) drafting over the prompt plus the generated text.
+#pragma once
+#include "drafters/drafter.h"
+
+namespace pyspec {
+
+struct NgramParams {
+    int32_t n = 3;      // length of the suffix to look up
+    int32_t n_min = 1;  // shorter suffixes tried when the n-gram has no match
+};
+
+// Pure matcher: finds the most recent earlier occurrence of the last `n`
+// tokens of `history` (trying n, n-1, ..., n_min) and returns up to n_max
+// tokens that followed it. Empty when nothing matches.
+std::vector<llama_token> ngram_lookup(const std::vector<llama_token> & history,
+                                      const NgramParams & p, int32_t n_max);
+
+class NgramDrafter final : public Drafter {
+public:
+    explicit NgramDrafter(NgramParams p);
+    std::string name() const override { return "ngram"; }
+    void  begin(const std::vector<llama_token> & prompt) override { history_ = prompt; }
+    Draft draft(int32_t n_max) override { return {ngram_lookup(history_, p_, n_max), {}}; }
+    void  accept(int32_t, const std::vector<llama_token> & emitted) override {
+        history_.insert(history_.end(), emitted.begin(), emitted.end());
+    }
+
+private:
+    NgramParams p_;
+    std::vector<llama_token> history_;
+};
+
+}  // namespace pyspec

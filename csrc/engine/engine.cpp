@@ -1,0 +1,254 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "engine/error.h"
+#include "engine/log.h"
+#include "verify/verify.h"
+
+namespace pyspec {
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+}  // namespace
+
+ggml_type kv_type_from_name(const std::string & name) {
+    static const std::pair<const char *, ggml_type> types[] = {
+        {"f32", GGML_TYPE_F32}, {"f16", GGML_TYPE_F16}, {"bf16", GGML_TYPE_BF16},
+        {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
+        {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1}, {"iq4_nl", GGML_TYPE_IQ4_NL}};
+    std::string names;
+    for (const auto & [n, t] : types) {
+        if (name == n) return t;
+        names += names.empty() ? n : std::string(", ") + n;
+    }
+    throw InvalidParameterError("unknown KV cache type '" + name + "'; expected one of " + names);
+}
+
+Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
+    : target_(std::move(target)), params_(params), batch_(int32_t(std::max<uint32_t>(params.n_batch, 65))),
+      n_vocab_(target_->n_vocab()) {
+    if (params.n_ctx < 8) throw InvalidParameterError("n_ctx must be >= 8, got " + std::to_string(params.n_ctx));
+    if (params.n_batch < 1) throw InvalidParameterError("n_batch must be >= 1");
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = params.n_ctx;
+    cp.n_batch = std::max<uint32_t>(params.n_batch, 65);  // room for a 64-token draft + 1
+    cp.n_ubatch = cp.n_batch;
+    cp.n_seq_max = 1;
+    const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
+    cp.n_threads = params.n_threads > 0 ? params.n_threads : hw;
+    cp.n_threads_batch = cp.n_threads;
+    cp.flash_attn_type = llama_flash_attn_type(params.flash_attn);
+    cp.type_k = kv_type_from_name(params.type_k);
+    cp.type_v = kv_type_from_name(params.type_v);
+    cp.no_perf = true;
+    // Rolled-back positions must not have evicted the window of a kept token.
+    cp.swa_full = true;
+    if (params.exact) {
+        // Exact mode: batch-invariant kernels (see llama.cpp/patches and BENCHMARKS.md).
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
+    log_clear_recent();
+    ctx_.reset(llama_init_from_model(target_->get(), cp));
+    if (!ctx_) {
+        throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + "): " +
+                    log_recent() + ". Try a smaller n_ctx or another KV cache type.");
+    }
+}
+
+void Engine::reset() {
+    llama_memory_clear(llama_get_memory(ctx_.get()), true);
+    committed_.clear();
+    ckpt_n_ = -1;
+}
+
+void Engine::decode_batch(const char * what) {
+    check_decode(llama_decode(ctx_.get(), batch_.get()), what);
+    for (int32_t i = 0; i < batch_.size(); ++i) committed_.push_back(batch_.get().token[i]);
+}
+
+std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits) {
+    if (chunk < 1 || chunk > batch_.capacity())
+        throw InvalidParameterError("chunk must be in [1, " + std::to_string(batch_.capacity()) + "], got " +
+                                    std::to_string(chunk));
+    if (size_t(n_past()) + tokens.size() > n_ctx())
+        throw ContextOverflowError(std::to_string(n_past()) + " tokens in memory + " +
+                                   std::to_string(tokens.size()) + " new exceed n_ctx=" + std::to_string(n_ctx()));
+    for (llama_token t : tokens) {
+        if (t < 0 || t >= n_vocab_)
+            throw InvalidParameterError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
+                                        std::to_string(n_vocab_) + ")");
+    }
+    std::vector<float> out;
+    if (all_logits) out.reserve(tokens.size() * size_t(n_vocab_));
+    for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
+        const size_t n = std::min(tokens.size() - i, size_t(chunk));
+        batch_.clear();
+        for (size_t j = 0; j < n; ++j) {
+            batch_.add(tokens[i + j], llama_pos(committed_.size() + j), all_logits || i + j + 1 == tokens.size());
+        }
+        decode_batch("decode");
+        for (size_t j = 0; j < n; ++j) {
+            if (!all_logits && i + j + 1 != tokens.size()) continue;
+            const float * row = llama_get_logits_ith(ctx_.get(), int32_t(j));
+            out.insert(out.end(), row, row + n_vocab_);
+        }
+        if (should_stop && i + n < tokens.size() && should_stop()) throw Interrupted("interrupted");
+    }
+    return out;
+}
+
+void Engine::checkpoint() {
+    const size_t n = llama_state_seq_get_size(ctx_.get(), 0);
+    ckpt_.resize(n);
+    llama_state_seq_get_data(ctx_.get(), ckpt_.data(), n, 0);
+    ckpt_n_ = n_past();
+}
+
+void Engine::rollback(int32_t n_keep) {
+    if (n_keep < 0 || n_keep > n_past())
+        throw InvalidParameterError("rollback: n_keep must be in [0, " + std::to_string(n_past()) + "], got " +
+                                    std::to_string(n_keep));
+    if (n_keep == n_past()) return;
+    llama_memory_t mem = llama_get_memory(ctx_.get());
+    if (llama_memory_seq_rm(mem, 0, n_keep, -1)) {
+        committed_.resize(size_t(n_keep));
+        return;
+    }
+    // Recurrent state cannot drop a suffix: restore the checkpoint taken
+    // before the verify step and replay the kept tokens after it.
+    if (ckpt_n_ < 0 || ckpt_n_ > n_keep)
+        throw Error("rollback: the memory refused to drop positions >= " + std::to_string(n_keep) +
+                    " and no checkpoint precedes them");
+    llama_memory_seq_rm(mem, 0, -1, -1);
+    if (llama_state_seq_set_data(ctx_.get(), ckpt_.data(), ckpt_.size(), 0) == 0)
+        throw Error("rollback: restoring the state checkpoint failed");
+    std::vector<llama_token> replay(committed_.begin() + ckpt_n_, committed_.begin() + n_keep);
+    committed_.resize(size_t(ckpt_n_));
+    if (!replay.empty()) decode(replay, batch_.capacity(), false);
+}
+
+GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const GenerateParams & gp,
+                                Drafter * drafter, const StepCallback & on_step) {
+    validate(gp.sampling);
+    if (gp.n_predict < 0) throw InvalidParameterError("n_predict must be >= 0, got " + std::to_string(gp.n_predict));
+    if (gp.draft_n_max < 0 || gp.draft_n_max > 64)
+        throw InvalidParameterError("draft length (draft_n_max) must be in [0, 64], got " +
+                                    std::to_string(gp.draft_n_max));
+    if (gp.draft_n_min < 0 || gp.draft_n_min > gp.draft_n_max)
+        throw InvalidParameterError("draft_n_min must be in [0, draft_n_max=" + std::to_string(gp.draft_n_max) +
+                                    "], got " + std::to_string(gp.draft_n_min));
+    if (prompt.empty()) throw InvalidParameterError("the prompt is empty; give at least one token");
+    if (prompt.size() >= n_ctx())
+        throw ContextOverflowError("the prompt has " + std::to_string(prompt.size()) +
+                                   " tokens but the context holds " + std::to_string(n_ctx()) +
+                                   "; shorten the prompt or load the model with a larger n_ctx");
+
+    GenerateResult res;
+    Stats & st = res.stats;
+    reset();
+    const bool use_ckpt = drafter && target_->needs_checkpoints();
+
+    // Prompt: the first generated token comes from its last row.
+    auto t0 = Clock::now();
+    std::vector<float> last = decode(prompt, int32_t(batch_.capacity()), false);
+    st.prompt_n = int32_t(prompt.size());
+    llama_token next = sample_token(last.data(), n_vocab_, gp.sampling, uint64_t(n_past()));
+    st.prompt_ms = ms_since(t0);
+    if (drafter) drafter->begin(prompt);
+
+    const auto t_gen = Clock::now();
+    std::vector<llama_token> emit = {next};
+    int32_t n_from_draft = 0;
+    std::vector<llama_token> draft;
+    while (true) {
+        // commit what the last step produced
+        bool stop = false;
+        for (size_t i = 0; i < emit.size(); ++i) {
+            if (int32_t(res.tokens.size()) >= gp.n_predict) {
+                emit.resize(i);
+                res.finish_reason = "length";
+                stop = true;
+                break;
+            }
+            res.tokens.push_back(emit[i]);
+            if (!gp.ignore_eos && target_->is_eog(emit[i])) {
+                emit.resize(i + 1);
+                res.finish_reason = "stop";
+                stop = true;
+                break;
+            }
+        }
+        if (on_step && !emit.empty() && !on_step(emit, std::min<int32_t>(n_from_draft, int32_t(emit.size())))) {
+            res.finish_reason = "interrupted";
+            break;
+        }
+        if (stop) break;
+        if (int32_t(res.tokens.size()) >= gp.n_predict) { res.finish_reason = "length"; break; }
+        if (should_stop && should_stop()) { res.finish_reason = "interrupted"; break; }
+        // `next` is the last committed token, not yet in the memory.
+        next = res.tokens.back();
+        const int32_t room = int32_t(n_ctx()) - n_past() - 1;  // positions left after `next`
+        if (room < 0) { res.finish_reason = "context"; break; }
+
+        // draft
+        draft.clear();
+        if (drafter && gp.draft_n_max > 0) {
+            const int32_t left = gp.n_predict - int32_t(res.tokens.size());
+            const int32_t n_max = std::min({gp.draft_n_max, room, left - 1});
+            if (n_max > 0) {
+                auto td = Clock::now();
+                Draft d = drafter->draft(n_max);
+                st.draft_ms += ms_since(td);
+                draft = std::move(d.tokens);
+                if (int32_t(draft.size()) > n_max) draft.resize(size_t(n_max));
+                if (int32_t(draft.size()) < std::max(gp.draft_n_min, 1)) draft.clear();
+                for (llama_token t : draft) {
+                    if (t < 0 || t >= n_vocab_) { draft.clear(); break; }
+                }
+            }
+        }
+
+        // verify: `next` + drafts in one target batch, logits for every row
+        auto tv = Clock::now();
+        if (use_ckpt && !draft.empty()) checkpoint();
+        const int32_t pos0 = n_past();
+        batch_.clear();
+        batch_.add(next, pos0, true);
+        for (size_t i = 0; i < draft.size(); ++i) batch_.add(draft[i], pos0 + 1 + int32_t(i), true);
+        decode_batch("verify");
+        if (drafter) {
+            drafter->observe({batch_.get().token, batch_.size(), pos0, ctx_.get()});
+        }
+        // every token of the batch outputs logits: rows are contiguous, in batch order
+        const float * logits = llama_get_logits(ctx_.get());
+        VerifyResult vr = verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1));
+        rollback(pos0 + 1 + vr.n_accepted);
+        st.verify_ms += ms_since(tv);
+        st.n_steps++;
+        if (!draft.empty()) {
+            st.draft_n += int32_t(draft.size());
+            st.draft_n_accepted += vr.n_accepted;
+            if (st.drafted_per_position.size() < draft.size()) {
+                st.drafted_per_position.resize(draft.size());
+                st.accepted_per_position.resize(draft.size());
+            }
+            for (size_t i = 0; i < draft.size(); ++i) {
+                st.drafted_per_position[i]++;
+                if (int32_t(i) < vr.n_accepted) st.accepted_per_position[i]++;
+            }
+        }
+        if (drafter) drafter->accept(vr.n_accepted, vr.tokens);
+        emit = std::move(vr.tokens);
+        n_from_draft = vr.n_accepted;
+    }
+    st.predicted_n = int32_t(res.tokens.size());
+    st.predicted_ms = ms_since(t_gen);
+    return res;
+}
+
+}  // namespace pyspec

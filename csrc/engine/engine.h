@@ -1,0 +1,90 @@
+// The speculative decode loop over one target context:
+// draft -> verify (one target batch) -> accept -> roll back -> tell the drafter.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "drafters/drafter.h"
+#include "engine/model.h"
+#include "engine/stats.h"
+#include "verify/sampling.h"
+
+namespace pyspec {
+
+struct ContextParams {
+    uint32_t n_ctx = 4096;
+    uint32_t n_batch = 512;     // prompt chunk per llama_decode
+    int32_t  n_threads = 0;     // 0: hardware threads
+    int32_t  flash_attn = -1;   // -1 auto, 0 off, 1 on (exact mode may override)
+    std::string type_k = "f16";
+    std::string type_v = "f16";
+    // Exact kernels: a token's logits do not depend on the batch that computes
+    // them. Required for lossless speculation on the CPU.
+    bool exact = true;
+};
+
+struct GenerateParams {
+    int32_t n_predict = 128;
+    SamplingParams sampling;
+    int32_t draft_n_max = 16;   // tokens drafted per step, 0..64
+    int32_t draft_n_min = 0;    // shorter drafts are not verified
+    bool    ignore_eos = false;
+};
+
+// Called after every step with the tokens committed in it; n_from_draft of
+// them (the first ones) came from the drafter. Return false to stop.
+using StepCallback = std::function<bool(const std::vector<llama_token> & tokens, int32_t n_from_draft)>;
+
+struct GenerateResult {
+    std::vector<llama_token> tokens;
+    Stats stats;
+    std::string finish_reason;  // "stop" (end of generation token), "length", "context", "interrupted"
+};
+
+class Engine {
+public:
+    Engine(std::shared_ptr<Model> target, const ContextParams & params);
+
+    GenerateResult generate(const std::vector<llama_token> & prompt, const GenerateParams & params,
+                            Drafter * drafter, const StepCallback & on_step);
+
+    // --- low-level access (tests, tools) ---
+    // Clears the memory.
+    void reset();
+    // Decodes `tokens` at positions n_past.. in chunks of at most `chunk`
+    // tokens, returning the logits of every token ([n, n_vocab], row-major).
+    std::vector<float> decode(const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits = true);
+    // Keeps the first n_keep positions of the memory and drops the rest (the
+    // one rollback of the engine; falls back to a state checkpoint when the
+    // memory refuses partial removal).
+    void rollback(int32_t n_keep);
+    int32_t n_past() const { return int32_t(committed_.size()); }
+    uint32_t n_ctx() const { return llama_n_ctx(ctx_.get()); }
+    const std::shared_ptr<Model> & model() const { return target_; }
+    const ContextParams & params() const { return params_; }
+    llama_context * ctx() const { return ctx_.get(); }
+    // Called between steps; returning true interrupts generate() (Ctrl-C).
+    std::function<bool()> should_stop;
+
+private:
+    void decode_batch(const char * what);
+    void checkpoint();
+
+    std::shared_ptr<Model> target_;
+    ContextParams params_;
+    ContextPtr ctx_;
+    Batch batch_;
+    int32_t n_vocab_;
+    std::vector<llama_token> committed_;  // tokens in the memory, position = index
+    // state checkpoint for memories that refuse partial removal (recurrent)
+    std::vector<uint8_t> ckpt_;
+    int32_t ckpt_n_ = -1;
+};
+
+// Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
+ggml_type kv_type_from_name(const std::string & name);
+
+}  // namespace pyspec

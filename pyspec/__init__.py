@@ -1,0 +1,25 @@
+"""pyspec: lossless speculative decoding for GGUF models.
+
+A C++ engine over a pinned, patched llama.cpp drafts tokens cheaply (n-gram
+lookup, a small draft model, ...) and verifies them in one forward pass of the
+target model; exact (batch-invariant) kernels keep the output identical to the
+target's own.
+
+    >>> import pyspec
+    >>> llm = pyspec.LLM()                                  # default model
+    >>> out = llm.generate("def quicksort(arr):", spec_type="ngram")
+    >>> out.text, out.stats.mean_acceptance_length
+"""
+from ._core import build_info
+from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, model_info
+from .errors import (ContextOverflowError, DecodeError, GenerationInterrupted, InvalidParameterError,
+                     ModelFileNotFoundError, ModelLoadError, PyspecError, VocabMismatchError)
+from .models import default_model_path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LLM", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "default_model_path",
+    "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "ContextOverflowError",
+    "InvalidParameterError", "DecodeError", "GenerationInterrupted",
+]

