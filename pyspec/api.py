@@ -117,6 +117,8 @@ class LLM:
         output may differ from plain output.
       draft_model: GGUF of a smaller model with the same vocabulary, for
         spec_type="draft".
+      chat_template: a chat template or the name of one of llama.cpp's built-in
+        templates ("chatml", "gemma", "llama3", ...); None: the GGUF's own.
       verbose: echo llama.cpp's log.
 
     Example:
@@ -128,7 +130,7 @@ class LLM:
                  n_gpu_layers: int = 0, n_threads: Optional[int] = None, n_batch: int = 512,
                  flash_attn: Optional[bool] = None, type_k: str = "f16", type_v: str = "f16",
                  kernels: str = "exact", draft_model: Optional[Union[str, os.PathLike]] = None,
-                 verbose: bool = False):
+                 chat_template: Optional[str] = None, verbose: bool = False):
         if kernels not in ("exact", "fast"):
             raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
         for name, v in (("type_k", type_k), ("type_v", type_v)):
@@ -146,6 +148,7 @@ class LLM:
         path = check_gguf(model_path) if model_path is not None else default_model_path()
         self.model_path = str(path)
         self.kernels = kernels
+        self.chat_template = chat_template
         self.n_threads = n_threads or int(os.environ.get("PYSPEC_THREADS", 0)) or os.cpu_count() or 1
         self._model = _core.Model(self.model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
         fa = -1 if flash_attn is None else int(bool(flash_attn))
@@ -185,7 +188,7 @@ class LLM:
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise InvalidParameterError(f"messages[{i}] must be a dict with 'role' and 'content'; got {m!r}")
             pairs.append((str(m["role"]), str(m["content"])))
-        return self._model.apply_chat_template(pairs, add_generation_prompt)
+        return self._model.apply_chat_template(pairs, add_generation_prompt, self.chat_template or "")
 
     # ---- generation ----
     def _drafter(self, spec_type: Optional[str], ngram_n: int, ngram_n_min: int):

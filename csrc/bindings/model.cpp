@@ -39,7 +39,8 @@ void register_model(py::module_ & m) {
              }, py::arg("tokens"), py::arg("special") = false, "Token ids to bytes.")
         .def("is_eog", &Model::is_eog, py::arg("token"), "True for end-of-generation tokens.")
         .def("apply_chat_template", &Model::apply_chat_template, py::arg("messages"),
-             py::arg("add_assistant") = true, "Formats [(role, content), ...] with the GGUF's chat template.")
+             py::arg("add_assistant") = true, py::arg("template") = "",
+             "Formats [(role, content), ...] with a chat template (default: the GGUF's own).")
         .def("meta", &Model::meta, py::arg("key"), "A metadata value as text, '' when absent.");
 
     m.def("model_info", [](const std::string & path) {

@@ -99,10 +99,20 @@ std::string Model::detokenize(const std::vector<llama_token> & tokens, bool spec
 }
 
 std::string Model::apply_chat_template(const std::vector<std::pair<std::string, std::string>> & messages,
-                                       bool add_assistant) const {
-    const char * tmpl = llama_model_chat_template(model_.get(), nullptr);
-    if (!tmpl) throw InvalidParameterError("'" + path_ + "' has no chat template (tokenizer.chat_template); "
-                                           "use generate() with a plain prompt instead");
+                                       bool add_assistant, const std::string & tmpl_override) const {
+    std::string tmpl_s = tmpl_override;
+    if (tmpl_s.empty()) {
+        const char * own = llama_model_chat_template(model_.get(), nullptr);
+        // Some GGUFs ship without tokenizer.chat_template; the family's
+        // built-in template is the right one for those we know.
+        const std::string arch = meta("general.architecture");
+        if (own) tmpl_s = own;
+        else if (arch.rfind("gemma", 0) == 0) tmpl_s = "gemma";
+        else throw InvalidParameterError("'" + path_ + "' has no chat template (tokenizer.chat_template); "
+                                         "pass chat_template= (a template or a built-in name such as 'chatml') "
+                                         "or use generate() with a plain prompt");
+    }
+    const char * tmpl = tmpl_s.c_str();
     std::vector<llama_chat_message> msgs;
     size_t total = 0;
     for (const auto & [role, content] : messages) {
@@ -112,7 +122,8 @@ std::string Model::apply_chat_template(const std::vector<std::pair<std::string, 
     std::string out(total * 2 + 256, '\0');
     int32_t n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), add_assistant, out.data(), int32_t(out.size()));
     if (n < 0) throw InvalidParameterError("the chat template of '" + path_ +
-                                           "' is not one llama.cpp's built-in formatter supports");
+                                           "' is not one llama.cpp's built-in formatter supports; pass "
+                                           "chat_template= with a built-in name such as 'chatml'");
     if (size_t(n) > out.size()) {
         out.resize(size_t(n));
         n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), add_assistant, out.data(), int32_t(out.size()));

@@ -60,9 +60,11 @@ public:
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
     std::string token_to_piece(llama_token t, bool special = false) const;
     std::string detokenize(const std::vector<llama_token> & tokens, bool special = false) const;
-    // Formats a chat with the GGUF's own template (tokenizer.chat_template).
+    // Formats a chat with `tmpl` (a template text or the name of one of
+    // llama.cpp's built-in templates); empty: the GGUF's own template
+    // (tokenizer.chat_template), else the architecture family's built-in one.
     std::string apply_chat_template(const std::vector<std::pair<std::string, std::string>> & messages,
-                                    bool add_assistant) const;
+                                    bool add_assistant, const std::string & tmpl = "") const;
     // Metadata value, or "" when the key is absent.
     std::string meta(const std::string & key) const;
 
