@@ -160,9 +160,11 @@ class LLM:
         if draft_model is not None:
             dpath = check_gguf(draft_model, what="draft model")
             self.draft_model_path = str(dpath)
-            dmodel = _core.Model(self.draft_model_path, n_gpu_layers=n_gpu_layers, repack=True)
+            # The drafter runs with the same kernels as the target: then a draft
+            # model identical to the target agrees with it on every token.
+            dmodel = _core.Model(self.draft_model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
             self._draft_drafter = _core.DraftModelDrafter(dmodel, self._model, n_ctx=n_ctx,
-                                                          n_threads=self.n_threads)
+                                                          n_threads=self.n_threads, exact=(kernels == "exact"))
 
     # ---- tokenizer ----
     @property

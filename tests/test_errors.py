@@ -90,7 +90,7 @@ def test_draft_vocabulary_mismatch(tiny_target, tiny_other_vocab):
 
 
 def test_prompt_longer_than_context(tiny_target):
-    code = f"pyspec.LLM({str(tiny_target)!r}, n_ctx=32).generate('the ' * 100)"
+    code = f"pyspec.LLM({str(tiny_target)!r}, n_ctx=32).generate('the ' * 2000)"
     expect(run_case(code, tiny_target), "ContextOverflowError", "n_ctx", "prompt")
 
 

@@ -122,7 +122,7 @@ def test_generation_stops_when_the_context_is_full(tiny_target):
     n_prompt = len(llm.tokenize(PROMPTS[0]))
     g = llm.generate(PROMPTS[0], max_tokens=500, spec_type="ngram", ignore_eos=True)
     assert g.finish_reason == "context"
-    assert n_prompt + len(g.tokens) == 64 + 1  # the last token is sampled, never stored
+    assert n_prompt + len(g.tokens) == llm.n_ctx + 1  # the last token is sampled, never stored
 
 
 def test_stats_are_consistent(llm):

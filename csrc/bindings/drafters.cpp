@@ -21,13 +21,13 @@ void register_drafters(py::module_ & m) {
         (checked: VocabMismatchError names the first difference).
     )pbdoc")
         .def(py::init([](std::shared_ptr<Model> draft, const Model & target, uint32_t n_ctx, int32_t n_threads,
-                         float p_min) {
+                         float p_min, bool exact) {
                  py::gil_scoped_release nogil;
                  return std::make_shared<DraftModelDrafter>(std::move(draft), target,
-                                                            DraftModelParams{n_ctx, n_threads, p_min});
+                                                            DraftModelParams{n_ctx, n_threads, p_min, exact});
              }),
              py::arg("draft"), py::arg("target"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0,
-             py::arg("p_min") = 0.0f, py::keep_alive<1, 2>());
+             py::arg("p_min") = 0.0f, py::arg("exact") = true, py::keep_alive<1, 2>());
 }
 
 }  // namespace pyspec

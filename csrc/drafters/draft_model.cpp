@@ -4,7 +4,9 @@
 #include <cmath>
 #include <thread>
 
+#include "engine/engine.h"
 #include "engine/error.h"
+#include "ggml-cpu.h"
 #include "engine/log.h"
 
 namespace pyspec {
@@ -24,6 +26,7 @@ DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model &
     cp.n_threads_batch = cp.n_threads;
     cp.no_perf = true;
     cp.swa_full = true;
+    apply_kernel_mode(cp, p.exact);
     log_clear_recent();
     ctx_.reset(llama_init_from_model(model_->get(), cp));
     if (!ctx_) throw Error("llama.cpp could not create the draft model's context: " + log_recent());
@@ -52,6 +55,7 @@ void DraftModelDrafter::sync_cache() {
         const size_t n = std::min(target_n - i, size_t(batch_.capacity()));
         batch_.clear();
         for (size_t j = 0; j < n; ++j) batch_.add(history_[i + j], llama_pos(i + j), false);
+        ggml_cpu_set_batch_invariant(p_.exact);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model prefill");
         cached_.insert(cached_.end(), history_.begin() + i, history_.begin() + i + n);
     }
@@ -67,6 +71,7 @@ Draft DraftModelDrafter::draft(int32_t n_max) {
     for (int32_t i = 0; i < n_max; ++i) {
         batch_.clear();
         batch_.add(cur, llama_pos(cached_.size()), true);
+        ggml_cpu_set_batch_invariant(p_.exact);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
         cached_.push_back(cur);
         const float * logits = llama_get_logits_ith(ctx_.get(), 0);

@@ -12,6 +12,7 @@ struct DraftModelParams {
     uint32_t n_ctx = 4096;
     int32_t  n_threads = 0;
     float    p_min = 0.0f;  // stop drafting when the drafter's top probability falls below this
+    bool     exact = true;  // batch-invariant kernels, as for the target
 };
 
 class DraftModelDrafter final : public Drafter {

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "ggml-cpu.h"
 #include "engine/log.h"
 #include "verify/verify.h"
 
@@ -29,6 +30,13 @@ ggml_type kv_type_from_name(const std::string & name) {
     throw InvalidParameterError("unknown KV cache type '" + name + "'; expected one of " + names);
 }
 
+void apply_kernel_mode(llama_context_params & cp, bool exact) {
+    if (exact) {
+        // Exact mode: batch-invariant kernels (see llama.cpp/patches and README "Exactness").
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    }
+}
+
 Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     : target_(std::move(target)), params_(params), batch_(int32_t(std::max<uint32_t>(params.n_batch, 65))),
       n_vocab_(target_->n_vocab()) {
@@ -48,10 +56,7 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     cp.no_perf = true;
     // Rolled-back positions must not have evicted the window of a kept token.
     cp.swa_full = true;
-    if (params.exact) {
-        // Exact mode: batch-invariant kernels (see llama.cpp/patches and BENCHMARKS.md).
-        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    }
+    apply_kernel_mode(cp, params.exact);
     log_clear_recent();
     ctx_.reset(llama_init_from_model(target_->get(), cp));
     if (!ctx_) {
@@ -67,6 +72,8 @@ void Engine::reset() {
 }
 
 void Engine::decode_batch(const char * what) {
+    // The switch is process-global (patches/0001): set it for every forward.
+    ggml_cpu_set_batch_invariant(params_.exact);
     check_decode(llama_decode(ctx_.get(), batch_.get()), what);
     for (int32_t i = 0; i < batch_.size(); ++i) committed_.push_back(batch_.get().token[i]);
 }
@@ -159,7 +166,10 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     st.prompt_n = int32_t(prompt.size());
     llama_token next = sample_token(last.data(), n_vocab_, gp.sampling, uint64_t(n_past()));
     st.prompt_ms = ms_since(t0);
-    if (drafter) drafter->begin(prompt);
+    if (drafter) {
+        drafter->begin(prompt);
+        drafter->accept(0, {next});  // the first token, sampled from the prompt's last row
+    }
 
     const auto t_gen = Clock::now();
     std::vector<llama_token> emit = {next};

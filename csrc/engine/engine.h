@@ -84,6 +84,10 @@ private:
     int32_t ckpt_n_ = -1;
 };
 
+// The context settings that exact (batch-invariant) kernels need; shared by
+// the target's and the draft model's contexts.
+void apply_kernel_mode(llama_context_params & cp, bool exact);
+
 // Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
 ggml_type kv_type_from_name(const std::string & name);
 
