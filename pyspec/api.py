@@ -164,7 +164,8 @@ class LLM:
             # model identical to the target agrees with it on every token.
             dmodel = _core.Model(self.draft_model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
             self._draft_drafter = _core.DraftModelDrafter(dmodel, self._model, n_ctx=n_ctx,
-                                                          n_threads=self.n_threads, exact=(kernels == "exact"))
+                                                          n_threads=self.n_threads, exact=(kernels == "exact"),
+                                                          flash_attn=fa)
 
     # ---- tokenizer ----
     @property
@@ -202,7 +203,7 @@ class LLM:
         if spec_type == "none":
             return spec_type, None
         if spec_type == "ngram":
-            return spec_type, _core.NgramDrafter(ngram_n, ngram_n_min)
+            return spec_type, _core.NgramDrafter(ngram_n, ngram_n if ngram_n_min is None else ngram_n_min)
         if self._draft_drafter is None:
             raise InvalidParameterError("spec_type='draft' needs a draft model: LLM(..., draft_model='small.gguf') "
                                         "or -md small.gguf on the command line")
@@ -246,8 +247,8 @@ class LLM:
     def generate(self, prompt: Prompt, *, max_tokens: int = 128, temperature: float = 0.0, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, seed: Optional[int] = None,
                  spec_type: Optional[str] = None, draft_n_max: int = 16, draft_n_min: int = 0,
-                 ngram_n: int = 3, ngram_n_min: int = 1, ignore_eos: bool = False, add_special: bool = True,
-                 parse_special: bool = False) -> Generation:
+                 ngram_n: int = 3, ngram_n_min: Optional[int] = None, ignore_eos: bool = False,
+                 add_special: bool = True, parse_special: bool = False) -> Generation:
         """Generates a continuation of `prompt` (text or token ids).
 
         Arguments:
@@ -258,7 +259,8 @@ class LLM:
             is loaded, else "none").
           draft_n_max, draft_n_min: longest draft per step (0..64); shorter drafts
             than draft_n_min are not verified.
-          ngram_n, ngram_n_min: n-gram drafter's lookup length and its fallback.
+          ngram_n, ngram_n_min: the n-gram drafter looks up the last ngram_n tokens,
+            then shorter suffixes down to ngram_n_min (None: ngram_n, no fallback).
           ignore_eos: keep generating past end-of-generation tokens.
 
         With kernels="exact", the tokens are identical to spec_type="none" for
@@ -297,8 +299,8 @@ class _Stream:
 
     def __init__(self, llm: LLM, prompt: Prompt, kwargs: dict):
         sig = dict(max_tokens=128, temperature=0.0, top_k=40, top_p=0.95, min_p=0.05, seed=None, spec_type=None,
-                   draft_n_max=16, draft_n_min=0, ngram_n=3, ngram_n_min=1, ignore_eos=False, add_special=True,
-                   parse_special=False)
+                   draft_n_max=16, draft_n_min=0, ngram_n=3, ngram_n_min=None, ignore_eos=False,
+                   add_special=True, parse_special=False)
         unknown = set(kwargs) - set(sig)
         if unknown:
             raise TypeError(f"stream() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")

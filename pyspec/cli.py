@@ -64,8 +64,8 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
                    help="shorter drafts are not verified (default: %(default)s)")
     s.add_argument("--spec-ngram-size-n", "--spec-ngram-simple-size-n", type=int, default=3, dest="ngram_n",
                    help="n-gram lookup length (default: %(default)s)")
-    s.add_argument("--spec-ngram-size-min", type=int, default=1, dest="ngram_n_min",
-                   help="shortest n-gram tried when the longest has no match (default: %(default)s)")
+    s.add_argument("--spec-ngram-size-min", type=int, default=None, dest="ngram_n_min",
+                   help="shortest n-gram tried when the longest has no match (default: the n-gram size)")
 
 
 def _load(args):

@@ -26,7 +26,7 @@ DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model &
     cp.n_threads_batch = cp.n_threads;
     cp.no_perf = true;
     cp.swa_full = true;
-    apply_kernel_mode(cp, p.exact);
+    apply_kernel_mode(cp, p.exact, p.flash_attn);
     log_clear_recent();
     ctx_.reset(llama_init_from_model(model_->get(), cp));
     if (!ctx_) throw Error("llama.cpp could not create the draft model's context: " + log_recent());

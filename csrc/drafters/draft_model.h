@@ -13,6 +13,7 @@ struct DraftModelParams {
     int32_t  n_threads = 0;
     float    p_min = 0.0f;  // stop drafting when the drafter's top probability falls below this
     bool     exact = true;  // batch-invariant kernels, as for the target
+    int32_t  flash_attn = -1;  // as for the target
 };
 
 class DraftModelDrafter final : public Drafter {

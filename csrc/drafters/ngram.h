@@ -6,7 +6,9 @@ namespace pyspec {
 
 struct NgramParams {
     int32_t n = 3;      // length of the suffix to look up
-    int32_t n_min = 1;  // shorter suffixes tried when the n-gram has no match
+    // Shorter suffixes tried when the n-gram has no match. Defaults to n:
+    // 1- and 2-gram matches draft poorly and their verify costs more than it gains.
+    int32_t n_min = 3;
 };
 
 // Pure matcher: finds the most recent earlier occurrence of the last `n`

@@ -30,10 +30,12 @@ ggml_type kv_type_from_name(const std::string & name) {
     throw InvalidParameterError("unknown KV cache type '" + name + "'; expected one of " + names);
 }
 
-void apply_kernel_mode(llama_context_params & cp, bool exact) {
-    if (exact) {
-        // Exact mode: batch-invariant kernels (see llama.cpp/patches and README "Exactness").
-        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+void apply_kernel_mode(llama_context_params & cp, bool exact, int32_t flash_attn) {
+    cp.flash_attn_type = llama_flash_attn_type(flash_attn);
+    if (exact && flash_attn < 0) {
+        // Exact mode pins the attention kernel (on and off are both exact but
+        // give different numbers); "auto" could pick differently per context.
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     }
 }
 
@@ -50,13 +52,12 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
     cp.n_threads = params.n_threads > 0 ? params.n_threads : hw;
     cp.n_threads_batch = cp.n_threads;
-    cp.flash_attn_type = llama_flash_attn_type(params.flash_attn);
     cp.type_k = kv_type_from_name(params.type_k);
     cp.type_v = kv_type_from_name(params.type_v);
     cp.no_perf = true;
     // Rolled-back positions must not have evicted the window of a kept token.
     cp.swa_full = true;
-    apply_kernel_mode(cp, params.exact);
+    apply_kernel_mode(cp, params.exact, params.flash_attn);
     log_clear_recent();
     ctx_.reset(llama_init_from_model(target_->get(), cp));
     if (!ctx_) {

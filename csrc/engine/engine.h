@@ -18,7 +18,7 @@ struct ContextParams {
     uint32_t n_ctx = 4096;
     uint32_t n_batch = 512;     // prompt chunk per llama_decode
     int32_t  n_threads = 0;     // 0: hardware threads
-    int32_t  flash_attn = -1;   // -1 auto, 0 off, 1 on (exact mode may override)
+    int32_t  flash_attn = -1;   // -1 auto (exact mode: on), 0 off, 1 on
     std::string type_k = "f16";
     std::string type_v = "f16";
     // Exact kernels: a token's logits do not depend on the batch that computes
@@ -86,7 +86,8 @@ private:
 
 // The context settings that exact (batch-invariant) kernels need; shared by
 // the target's and the draft model's contexts.
-void apply_kernel_mode(llama_context_params & cp, bool exact);
+// flash_attn: -1 auto, 0 off, 1 on.
+void apply_kernel_mode(llama_context_params & cp, bool exact, int32_t flash_attn);
 
 // Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
 ggml_type kv_type_from_name(const std::string & name);
