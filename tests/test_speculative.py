@@ -160,3 +160,14 @@ def test_gemma_as_its_own_draft_model(gemma_path):
     g = llm.generate("The capital of France is", max_tokens=24, spec_type="draft", draft_n_max=4)
     assert g.tokens == base.tokens
     assert g.stats.acceptance_rate > 0.9
+
+
+def test_chat_needs_a_template_or_takes_one(tiny_target):
+    llm = pyspec.LLM(tiny_target, n_ctx=256)
+    with pytest.raises(pyspec.InvalidParameterError, match="chat template"):
+        llm.chat([{"role": "user", "content": "hi"}])
+    llm = pyspec.LLM(tiny_target, n_ctx=256, chat_template="chatml")
+    assert "<|im_start|>user\nhi<|im_end|>" in llm.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert len(llm.chat([{"role": "user", "content": "hi"}], max_tokens=4, ignore_eos=True).tokens) == 4
+    with pytest.raises(pyspec.InvalidParameterError):
+        llm.chat([{"content": "no role"}])

@@ -1,0 +1,162 @@
+# Generated from the built extension with pybind11-stubgen (pybind11-stubgen pyspec._core); regenerate after changing csrc/bindings.
+"""
+pyspec's C++ engine (private; use the pyspec package)
+"""
+from __future__ import annotations
+import collections.abc
+import numpy
+import numpy.typing
+import typing
+__all__: list[str] = ['DraftModelDrafter', 'Drafter', 'Engine', 'Model', 'NgramDrafter', 'build_info', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal']
+class Model:
+    """
+            A GGUF model loaded by llama.cpp (weights only; contexts live in Engine).
+    
+            Arguments:
+              path: the GGUF file.
+              n_gpu_layers: layers to offload to a GPU (-1: all).
+              repack: allow weight repacking (faster, not batch-invariant).
+              use_mmap: map the file instead of reading it.
+        
+    """
+    def __init__(self, path: str, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = 0, repack: bool = False, use_mmap: bool = True) -> None:
+        ...
+    def apply_chat_template(self, messages: collections.abc.Sequence[tuple[str, str]], add_assistant: bool = True, template: str = '') -> str:
+        """
+        Formats [(role, content), ...] with a chat template (default: the GGUF's own).
+        """
+    def detokenize(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], special: bool = False) -> bytes:
+        """
+        Token ids to bytes.
+        """
+    def is_eog(self, token: typing.SupportsInt | typing.SupportsIndex) -> bool:
+        """
+        True for end-of-generation tokens.
+        """
+    def meta(self, key: str) -> str:
+        """
+        A metadata value as text, '' when absent.
+        """
+    def token_to_bytes(self, token: typing.SupportsInt | typing.SupportsIndex, special: bool = False) -> bytes:
+        """
+        The bytes of one token (may be a partial UTF-8 character).
+        """
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """
+        Text to token ids.
+        """
+    @property
+    def n_ctx_train(self) -> int:
+        ...
+    @property
+    def n_vocab(self) -> int:
+        ...
+    @property
+    def path(self) -> str:
+        ...
+    @property
+    def repack(self) -> bool:
+        ...
+class Drafter:
+    """
+    Base class of the engine's drafters.
+    """
+    @property
+    def name(self) -> str:
+        ...
+class NgramDrafter(Drafter):
+    """
+            Prompt-lookup drafter: proposes the tokens that followed the latest
+            earlier occurrence of the last `n` tokens (then n-1, ..., n_min).
+        
+    """
+    def __init__(self, n: typing.SupportsInt | typing.SupportsIndex = 3, n_min: typing.SupportsInt | typing.SupportsIndex = 3) -> None:
+        ...
+class DraftModelDrafter(Drafter):
+    """
+            Drafts with a separate GGUF model sharing the target's vocabulary
+            (checked: VocabMismatchError names the first difference).
+        
+    """
+    def __init__(self, draft: Model, target: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = True, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+        ...
+class Engine:
+    """
+            A target context (KV cache) and the speculative decode loop.
+    
+            Arguments:
+              model: the target pyspec._core.Model.
+              n_ctx: context size in tokens.
+              n_batch: prompt tokens per forward pass.
+              n_threads: CPU threads (0: all hardware threads).
+              flash_attn: -1 auto, 0 off, 1 on (exact mode forces its own choice).
+              type_k, type_v: KV cache types ("f16", "q8_0", ...).
+              exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
+        
+    """
+    def __init__(self, model: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True) -> None:
+        ...
+    def decode(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], chunk: typing.SupportsInt | typing.SupportsIndex = 512, all_logits: bool = True) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.
+        """
+    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_predict: typing.SupportsInt | typing.SupportsIndex = 128, temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, draft_n_max: typing.SupportsInt | typing.SupportsIndex = 16, draft_n_min: typing.SupportsInt | typing.SupportsIndex = 0, ignore_eos: bool = False, drafter: Drafter = None, on_step: collections.abc.Callable | None = None) -> dict:
+        """
+        Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.
+        """
+    def reset(self) -> None:
+        """
+        Clears the memory.
+        """
+    def rollback(self, n_keep: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Keeps the first n_keep positions of the memory.
+        """
+    @property
+    def exact(self) -> bool:
+        ...
+    @property
+    def model(self) -> Model:
+        ...
+    @property
+    def n_ctx(self) -> int:
+        ...
+    @property
+    def n_past(self) -> int:
+        ...
+def build_info() -> dict:
+    """
+    Build facts: llama.cpp commit, compiled backends, CPU features.
+    """
+def check_vocab_compatible(target: Model, draft: Model) -> None:
+    """
+    Raises VocabMismatchError when `draft` cannot draft for `target`.
+    """
+def model_info(path: str) -> list[tuple[str, str]]:
+    """
+    Reads a GGUF's metadata without loading its weights: [(key, value), ...].
+    """
+def ngram_lookup(history: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n: typing.SupportsInt | typing.SupportsIndex = 3, n_min: typing.SupportsInt | typing.SupportsIndex = 1, n_max: typing.SupportsInt | typing.SupportsIndex = 16) -> list[int]:
+    """
+    The n-gram drafter's proposal for `history`.
+    """
+def quantize(src: str, dst: str, type: str, n_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    Writes dst: src quantized (or requantized) to `type` with llama.cpp's quantizer.
+    """
+def sample_token(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, pos: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
+    """
+    The token the engine samples at absolute position `pos` from one row of logits.
+    """
+def sampling_distribution(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806) -> tuple[list[int], list[float]]:
+    """
+    (token ids, probabilities) of the truncated, tempered distribution.
+    """
+def set_verbose(verbose: bool) -> None:
+    """
+    Echo llama.cpp's log to stderr.
+    """
+def verify_accept_if_equal(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], draft: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, pos0: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[int, list[int]]:
+    """
+    Verifies a draft: (n_accepted, accepted drafts + bonus token).
+    """
