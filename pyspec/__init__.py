@@ -10,7 +10,14 @@ target's own.
     >>> out = llm.generate("def quicksort(arr):", spec_type="ngram")
     >>> out.text, out.stats.mean_acceptance_length
 """
-from ._core import build_info
+try:
+    from ._core import build_info
+except ImportError as _e:  # the source tree without the compiled engine
+    raise ImportError(
+        f"pyspec's compiled engine (pyspec._core) is missing from {__path__[0]}. Install pyspec with "
+        "`pip install .` (or `pip install --no-build-isolation -e .` for development); when running the tests "
+        "from a checkout, use `pytest`, not `python -m pytest`, which puts the uninstalled source tree first "
+        "on sys.path.") from _e
 from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, model_info
 from .errors import (ContextOverflowError, DecodeError, GenerationInterrupted, InvalidParameterError,
                      ModelFileNotFoundError, ModelLoadError, PyspecError, VocabMismatchError)

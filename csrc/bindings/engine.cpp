@@ -111,6 +111,8 @@ void register_engine(py::module_ & m) {
              "Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.")
         .def("rollback", [](Engine & e, int32_t n_keep) { py::gil_scoped_release nogil; e.rollback(n_keep); },
              py::arg("n_keep"), "Keeps the first n_keep positions of the memory.")
+        .def_readwrite("force_checkpoints", &Engine::force_checkpoints,
+                       "Roll back via state checkpoints even where positions could be dropped (testing).")
         .def_property_readonly("n_past", &Engine::n_past)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("exact", [](const Engine & e) { return e.params().exact; })

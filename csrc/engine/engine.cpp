@@ -123,7 +123,7 @@ void Engine::rollback(int32_t n_keep) {
                                     std::to_string(n_keep));
     if (n_keep == n_past()) return;
     llama_memory_t mem = llama_get_memory(ctx_.get());
-    if (llama_memory_seq_rm(mem, 0, n_keep, -1)) {
+    if (!force_checkpoints && llama_memory_seq_rm(mem, 0, n_keep, -1)) {
         committed_.resize(size_t(n_keep));
         return;
     }
@@ -159,7 +159,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     GenerateResult res;
     Stats & st = res.stats;
     reset();
-    const bool use_ckpt = drafter && target_->needs_checkpoints();
+    const bool use_ckpt = drafter && (force_checkpoints || target_->needs_checkpoints());
 
     // Prompt: the first generated token comes from its last row.
     auto t0 = Clock::now();

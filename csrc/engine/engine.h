@@ -68,6 +68,9 @@ public:
     llama_context * ctx() const { return ctx_.get(); }
     // Called between steps; returning true interrupts generate() (Ctrl-C).
     std::function<bool()> should_stop;
+    // Roll back through state checkpoints even where the memory could drop
+    // positions itself (the path recurrent models need; for testing it).
+    bool force_checkpoints = false;
 
 private:
     void decode_batch(const char * what);
