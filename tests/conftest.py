@@ -18,6 +18,14 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(tmp_path, monkeypatch):
+    """Subprocesses (`python -m pyspec`, `python -c`) put their working
+    directory first on sys.path; run them outside the checkout so that they
+    import the installed pyspec, not the uncompiled source tree."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")

@@ -178,10 +178,13 @@ def test_checkpoint_rollback_path_is_exact(llm, baselines, spec_type):
     # The path recurrent/hybrid targets take: restore a state checkpoint and
     # replay the accepted tokens instead of dropping positions.
     llm._engine.force_checkpoints = True
+    drafted = accepted = 0
     try:
-        for p in PROMPTS[:2]:
+        for p in PROMPTS:
             g = llm.generate(p, max_tokens=96, spec_type=spec_type, draft_n_max=5, ignore_eos=True)
             assert g.tokens == baselines[p]
-            assert 0 < g.stats.draft_n_accepted < g.stats.draft_n
+            drafted += g.stats.draft_n
+            accepted += g.stats.draft_n_accepted
+        assert 0 < accepted < drafted  # partial accepts happened
     finally:
         llm._engine.force_checkpoints = False
