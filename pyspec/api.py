@@ -44,7 +44,13 @@ class Stats:
     accepted_per_position: list = field(default_factory=list)
     draft_ms: float = 0.0
     verify_ms: float = 0.0
+    forward_ms: float = 0.0
     mean_acceptance_length: float = 0.0
+
+    @property
+    def overhead_ms(self) -> float:
+        """Generation time outside the drafter and the target's forward passes (the engine's own cost)."""
+        return max(self.predicted_ms - self.draft_ms - self.forward_ms, 0.0)
 
     @property
     def prompt_per_second(self) -> float:

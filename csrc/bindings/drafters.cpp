@@ -4,11 +4,48 @@
 #include "bindings/bindings.h"
 #include "drafters/draft_model.h"
 #include "drafters/ngram.h"
+#include "engine/error.h"
 
 namespace pyspec {
 
+namespace {
+// A drafter written in Python: subclass pyspec._core.Drafter and define
+// begin(prompt), draft(n_max) -> list of token ids, accept(n_accepted, emitted).
+// The engine calls it with the GIL released; each call takes the GIL back.
+class PyDrafter : public Drafter {
+public:
+    std::string name() const override { return "python"; }
+    void begin(const std::vector<llama_token> & prompt) override { call("begin", prompt); }
+    Draft draft(int32_t n_max) override {
+        py::gil_scoped_acquire gil;
+        Draft d;
+        d.tokens = call_locked("draft", n_max).cast<std::vector<llama_token>>();
+        return d;
+    }
+    void accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override {
+        call("accept", n_accepted, emitted);
+    }
+
+private:
+    template <typename... Args> py::object call_locked(const char * fn, Args &&... args) const {
+        py::function f = py::get_override(static_cast<const Drafter *>(this), fn);
+        if (!f) throw Error(std::string("a Python drafter must define ") + fn + "()");
+        return f(std::forward<Args>(args)...);
+    }
+    template <typename... Args> void call(const char * fn, Args &&... args) const {
+        py::gil_scoped_acquire gil;
+        call_locked(fn, std::forward<Args>(args)...);
+    }
+};
+}  // namespace
+
 void register_drafters(py::module_ & m) {
-    py::class_<Drafter, std::shared_ptr<Drafter>>(m, "Drafter", "Base class of the engine's drafters.")
+    py::class_<Drafter, PyDrafter, std::shared_ptr<Drafter>>(m, "Drafter", R"pbdoc(
+        Base class of the engine's drafters. Subclass it in Python to write a
+        drafter: define begin(prompt), draft(n_max) -> list[int] and
+        accept(n_accepted, emitted), and call Drafter.__init__(self).
+    )pbdoc")
+        .def(py::init<>())
         .def_property_readonly("name", &Drafter::name);
     py::class_<NgramDrafter, Drafter, std::shared_ptr<NgramDrafter>>(m, "NgramDrafter", R"pbdoc(
         Prompt-lookup drafter: proposes the tokens that followed the latest

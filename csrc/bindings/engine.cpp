@@ -21,6 +21,7 @@ static py::dict stats_to_dict(const Stats & s) {
     d["accepted_per_position"] = s.accepted_per_position;
     d["draft_ms"] = s.draft_ms;
     d["verify_ms"] = s.verify_ms;
+    d["forward_ms"] = s.forward_ms;
     d["mean_acceptance_length"] = s.mean_acceptance_length();
     return d;
 }
@@ -109,6 +110,11 @@ void register_engine(py::module_ & m) {
              },
              py::arg("tokens"), py::arg("chunk") = 512, py::arg("all_logits") = true,
              "Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.")
+        .def("forward", [](Engine & e, const std::vector<llama_token> & tokens) {
+                 py::gil_scoped_release nogil;
+                 e.forward(tokens);
+             }, py::arg("tokens"),
+             "One synchronized forward pass with logits for every token, kept in the context (timing).")
         .def("rollback", [](Engine & e, int32_t n_keep) { py::gil_scoped_release nogil; e.rollback(n_keep); },
              py::arg("n_keep"), "Keeps the first n_keep positions of the memory.")
         .def_readwrite("force_checkpoints", &Engine::force_checkpoints,

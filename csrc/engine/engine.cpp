@@ -70,12 +70,16 @@ void Engine::reset() {
     llama_memory_clear(llama_get_memory(ctx_.get()), true);
     committed_.clear();
     ckpt_n_ = -1;
+    forward_ms_ = 0.0;
 }
 
 void Engine::decode_batch(const char * what) {
     // The switch is process-global (patches/0001): set it for every forward.
     ggml_cpu_set_batch_invariant(params_.exact);
+    const auto t0 = Clock::now();
     check_decode(llama_decode(ctx_.get(), batch_.get()), what);
+    llama_synchronize(ctx_.get());
+    forward_ms_ += ms_since(t0);
     for (int32_t i = 0; i < batch_.size(); ++i) committed_.push_back(batch_.get().token[i]);
 }
 
@@ -108,6 +112,18 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
         if (should_stop && i + n < tokens.size() && should_stop()) throw Interrupted("interrupted");
     }
     return out;
+}
+
+void Engine::forward(const std::vector<llama_token> & tokens) {
+    if (tokens.empty() || int32_t(tokens.size()) > batch_.capacity())
+        throw InvalidParameterError("forward takes 1.." + std::to_string(batch_.capacity()) + " tokens, got " +
+                                    std::to_string(tokens.size()));
+    if (size_t(n_past()) + tokens.size() > n_ctx())
+        throw ContextOverflowError("forward: " + std::to_string(n_past()) + " tokens in memory + " +
+                                   std::to_string(tokens.size()) + " exceed n_ctx=" + std::to_string(n_ctx()));
+    batch_.clear();
+    for (size_t j = 0; j < tokens.size(); ++j) batch_.add(tokens[j], llama_pos(committed_.size() + j), true);
+    decode_batch("forward");
 }
 
 void Engine::checkpoint() {
@@ -173,6 +189,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     }
 
     const auto t_gen = Clock::now();
+    const double forward_prompt_ms = forward_ms_;
     std::vector<llama_token> emit = {next};
     int32_t n_from_draft = 0;
     std::vector<llama_token> draft;
@@ -259,6 +276,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     }
     st.predicted_n = int32_t(res.tokens.size());
     st.predicted_ms = ms_since(t_gen);
+    st.forward_ms = forward_ms_ - forward_prompt_ms;
     return res;
 }
 

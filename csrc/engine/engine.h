@@ -57,6 +57,9 @@ public:
     // Decodes `tokens` at positions n_past.. in chunks of at most `chunk`
     // tokens, returning the logits of every token ([n, n_vocab], row-major).
     std::vector<float> decode(const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits = true);
+    // One forward pass of `tokens` (at most the batch capacity) with logits
+    // for every token, left in the context (no copy): the verify step's cost.
+    void forward(const std::vector<llama_token> & tokens);
     // Keeps the first n_keep positions of the memory and drops the rest (the
     // one rollback of the engine; falls back to a state checkpoint when the
     // memory refuses partial removal).
@@ -85,6 +88,7 @@ private:
     // state checkpoint for memories that refuse partial removal (recurrent)
     std::vector<uint8_t> ckpt_;
     int32_t ckpt_n_ = -1;
+    double forward_ms_ = 0.0;  // time inside llama_decode + synchronize, since reset()
 };
 
 // The context settings that exact (batch-invariant) kernels need; shared by

@@ -17,7 +17,10 @@ struct Stats {
     std::vector<int32_t> drafted_per_position;   // [i]: steps that verified a draft at position i
     std::vector<int32_t> accepted_per_position;  // [i]: of those, how many accepted it
     double  draft_ms = 0.0;     // time inside the drafter
-    double  verify_ms = 0.0;    // time inside the target's forward passes after the prompt
+    double  verify_ms = 0.0;    // time of the verify steps: forward, verification, rollback
+    double  forward_ms = 0.0;   // of that, time inside the target's forward passes (synchronized)
+    // Everything else in a step (the engine's own overhead) is
+    // predicted_ms - draft_ms - forward_ms.
 
     // Tokens per verify step, the bonus included (1.0 without speculation).
     double mean_acceptance_length() const {
