@@ -40,29 +40,32 @@ PROMPTS = [
 ]
 
 
+BANDWIDTH_SCRIPT = """
+import statistics, torch
+n = 2 * 1024**3 // 4
+a = torch.empty(n, dtype=torch.float32, device="cuda").uniform_()
+b = torch.empty_like(a)
+for _ in range(3):
+    b.copy_(a)
+torch.cuda.synchronize()
+times = []
+for _ in range(20):
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record(); b.copy_(a); e.record(); torch.cuda.synchronize()
+    times.append(s.elapsed_time(e) / 1e3)
+print(2 * n * 4 / statistics.median(times) / 1e9)
+"""
+
+
 def copy_bandwidth_gbs() -> float:
-    """Device-to-device copy bandwidth (bytes read + written per second), via torch."""
+    """Device-to-device copy bandwidth (bytes read + written per second), via torch in its own
+    process (torch's CUDA libraries and pyspec's statically linked ggml-cuda do not share one)."""
+    r = subprocess.run([sys.executable, "-c", BANDWIDTH_SCRIPT], capture_output=True, text=True, timeout=300)
     try:
-        import torch
-    except ImportError:
+        return float(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print("bandwidth measurement failed:", r.stderr[-500:], file=sys.stderr)
         return float("nan")
-    n = 2 * 1024**3 // 4
-    a = torch.empty(n, dtype=torch.float32, device="cuda").uniform_()
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(20):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        b.copy_(a)
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * n * 4 / statistics.median(times) / 1e9
 
 
 def llama_bench(tool: Path, model: Path, ks: list, reps: int) -> dict:

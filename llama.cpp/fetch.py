@@ -172,8 +172,10 @@ def main() -> int:
         staging = Path(tmp) / "llama.cpp"
         if local:
             log(f"using local checkout {local_path}")
-            shutil.copytree(local_path, staging, symlinks=True,
-                            ignore=shutil.ignore_patterns(".git", "build*"))
+            def skip(folder, names):  # VCS data and top-level build folders, nothing else
+                top = Path(folder) == local_path
+                return [n for n in names if n == ".git" or (top and n.startswith("build"))]
+            shutil.copytree(local_path, staging, symlinks=True, ignore=skip)
         else:
             sdist = download_sdist(cache / "downloads")
             log(f"extracting {sdist.name} (sha256 ok)")

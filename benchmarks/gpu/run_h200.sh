@@ -15,13 +15,17 @@ mkdir -p "$SRC" "$MODELS" "$OUT"
 export LLAMA_CPP_SOURCE_DIR="$SRC/llama.cpp"
 export PYTHONUNBUFFERED=1
 
-build() {
-  python3 -c "import pyspec, sys; sys.exit(0 if pyspec.build_info()['cuda'] else 1)" 2>/dev/null && return 0
+build() {  # once: skipped when a CUDA build is installed
+  (cd /tmp && python3 -c "import pyspec, sys; sys.exit(0 if pyspec.build_info()['cuda'] else 1)") 2>/dev/null && return 0
+  rebuild
+}
+
+rebuild() {  # incremental in build/cuda
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) PYSPEC_CUDA=1 python3 -m pip install --no-build-isolation --no-deps . \
     -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a -C cmake.define.PYSPEC_BUILD_ANCHORS=ON \
     -C build-dir=build/cuda > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-  python3 -c "import pyspec; print(pyspec.build_info())"
+  (cd /tmp && python3 -c "import pyspec; print(pyspec.build_info())")
 }
 
 synth() {  # name dim layers ffn heads kv_heads
@@ -29,7 +33,7 @@ synth() {  # name dim layers ffn heads kv_heads
   PYTHONPATH="$SRC/llama.cpp/gguf-py" python3 build/gpu/synth_gguf.py \
     "$SRC/llama.cpp/models/ggml-vocab-llama-bpe.gguf" "$MODELS/$1-f16.gguf" \
     --dim "$2" --layers "$3" --ffn "$4" --heads "$5" --kv-heads "$6"
-  python3 -c "from pyspec import _core; _core.quantize('$MODELS/$1-f16.gguf', '$MODELS/$1-q4_k_m.gguf', 'q4_k_m', 0)"
+  (cd /tmp && python3 -c "from pyspec import _core; _core.quantize('$MODELS/$1-f16.gguf', '$MODELS/$1-q4_k_m.gguf', 'q4_k_m', 0)")
   rm -f "$MODELS/$1-f16.gguf"
 }
 
@@ -40,8 +44,9 @@ models() {
 }
 
 bench() {
+  find build/cuda -name 'llama-bench' -type f
   python3 benchmarks/bench_gpu.py --model "$MODELS/synth-8b-q4_k_m.gguf" --small "$MODELS/synth-small-q4_k_m.gguf" \
-    --llama-bench build/cuda/llama.cpp/bin/llama-bench --out "$OUT"
+    --llama-bench "$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)" --out "$OUT"
 }
 
 for step in "$@"; do
