@@ -18,6 +18,46 @@ void validate(const SamplingParams & p) {
     if (!(p.min_p >= 0.0f && p.min_p < 1.0f))
         bad("min_p must be in [0, 1) (0 = off), got " + std::to_string(p.min_p));
     if (p.top_k < 0) bad("top_k must be >= 0 (0 = off), got " + std::to_string(p.top_k));
+    if (!(std::isfinite(p.repeat_penalty) && p.repeat_penalty > 0.0f && std::isfinite(1.0f / p.repeat_penalty)))
+        bad("repeat_penalty must be a finite number > 0 (1 = off), got " + std::to_string(p.repeat_penalty));
+    if (!std::isfinite(p.frequency_penalty))
+        bad("frequency_penalty must be finite (0 = off), got " + std::to_string(p.frequency_penalty));
+    if (!std::isfinite(p.presence_penalty))
+        bad("presence_penalty must be finite (0 = off), got " + std::to_string(p.presence_penalty));
+    if (p.penalty_last_n < -1)
+        bad("penalty_last_n must be >= -1 (0 = off, -1 = the whole context), got " +
+            std::to_string(p.penalty_last_n));
+}
+
+bool penalties_active(const SamplingParams & p) {
+    return p.penalty_last_n != 0 &&
+           (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f);
+}
+
+const float * penalized_logits(const float * logits, int32_t n_vocab, const SamplingParams & p,
+                               const llama_token * context, size_t n_context, std::vector<float> & scratch) {
+    if (!penalties_active(p) || n_context == 0) return logits;
+    const size_t n = p.penalty_last_n < 0 ? n_context : std::min(n_context, size_t(p.penalty_last_n));
+    std::vector<llama_token> window(context + (n_context - n), context + n_context);
+    std::sort(window.begin(), window.end());
+    scratch.assign(logits, logits + n_vocab);
+    for (size_t i = 0; i < window.size();) {
+        const llama_token t = window[i];
+        size_t j = i;
+        while (j < window.size() && window[j] == t) ++j;
+        const int count = int(j - i);
+        i = j;
+        if (t < 0 || t >= n_vocab) continue;
+        // llama.cpp's penalties sampler, operation for operation (float)
+        float & l = scratch[size_t(t)];
+        if (l <= 0) {
+            l *= p.repeat_penalty;
+        } else {
+            l /= p.repeat_penalty;
+        }
+        l -= float(count) * p.frequency_penalty + float(count > 0) * p.presence_penalty;
+    }
+    return scratch.data();
 }
 
 static inline uint64_t splitmix64(uint64_t x) {
@@ -53,7 +93,10 @@ static llama_token argmax(const float * logits, int32_t n) {
     return 0;
 }
 
-Candidates sampling_distribution(const float * logits, int32_t n_vocab, const SamplingParams & p) {
+Candidates sampling_distribution(const float * logits_in, int32_t n_vocab, const SamplingParams & p,
+                                 const llama_token * context, size_t n_context) {
+    std::vector<float> scratch;
+    const float * logits = penalized_logits(logits_in, n_vocab, p, context, n_context, scratch);
     Candidates c;
     if (p.temperature <= 0.0f) {
         c.ids = {argmax(logits, n_vocab)};
@@ -108,16 +151,26 @@ Candidates sampling_distribution(const float * logits, int32_t n_vocab, const Sa
     return c;
 }
 
-llama_token sample_token(const float * logits, int32_t n_vocab, const SamplingParams & p, uint64_t pos) {
-    if (p.temperature <= 0.0f) return argmax(logits, n_vocab);
-    Candidates c = sampling_distribution(logits, n_vocab, p);
-    const double u = counter_uniform(p.seed, pos);
+size_t sample_index(const Candidates & c, double u) {
     double acc = 0.0;
     for (size_t i = 0; i < c.ids.size(); ++i) {
         acc += c.probs[i];
-        if (u < acc) return c.ids[i];
+        if (u < acc) return i;
     }
-    return c.ids.back();
+    // rounding left u above the last partial sum: the last token with mass
+    size_t i = c.ids.size() - 1;
+    while (i > 0 && c.probs[i] <= 0.0) --i;
+    return i;
+}
+
+llama_token sample_token(const float * logits, int32_t n_vocab, const SamplingParams & p, uint64_t pos,
+                         const llama_token * context, size_t n_context) {
+    if (p.temperature <= 0.0f) {
+        std::vector<float> scratch;
+        return argmax(penalized_logits(logits, n_vocab, p, context, n_context, scratch), n_vocab);
+    }
+    Candidates c = sampling_distribution(logits, n_vocab, p, context, n_context);
+    return c.ids[sample_index(c, counter_uniform(p.seed, pos, kStreamTarget))];
 }
 
 }  // namespace pyspec
