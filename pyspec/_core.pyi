@@ -7,7 +7,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['DraftModelDrafter', 'Drafter', 'Engine', 'Model', 'NgramDrafter', 'build_info', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal']
+__all__: list[str] = ['DraftModelDrafter', 'Drafter', 'Engine', 'Model', 'NgramDrafter', 'acceptance_probability', 'build_info', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'rejection_counts', 'rejection_exact', 'rejection_step', 'residual_distribution', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal', 'verify_rejection']
 class Model:
     """
             A GGUF model loaded by llama.cpp (weights only; contexts live in Engine).
@@ -59,8 +59,13 @@ class Model:
         ...
 class Drafter:
     """
-    Base class of the engine's drafters.
+            Base class of the engine's drafters. Subclass it in Python to write a
+            drafter: define begin(prompt), draft(n_max) -> list[int] and
+            accept(n_accepted, emitted), and call Drafter.__init__(self).
+        
     """
+    def __init__(self) -> None:
+        ...
     @property
     def name(self) -> str:
         ...
@@ -100,9 +105,13 @@ class Engine:
         """
         Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.
         """
-    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_predict: typing.SupportsInt | typing.SupportsIndex = 128, temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, draft_n_max: typing.SupportsInt | typing.SupportsIndex = 16, draft_n_min: typing.SupportsInt | typing.SupportsIndex = 0, ignore_eos: bool = False, drafter: Drafter = None, on_step: collections.abc.Callable | None = None) -> dict:
+    def forward(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
         """
-        Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.
+        One synchronized forward pass with logits for every token, kept in the context (timing).
+        """
+    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_predict: typing.SupportsInt | typing.SupportsIndex = 128, temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, draft_n_max: typing.SupportsInt | typing.SupportsIndex = 16, draft_n_min: typing.SupportsInt | typing.SupportsIndex = 0, ignore_eos: bool = False, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, spec_sampling: str = 'rejection') -> dict:
+        """
+        Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}. spec_sampling: 'rejection' (rejection sampling, the output follows the target's distribution) or 'equal' (accept-if-equal, the output equals plain sampling for the same seed).
         """
     def reset(self) -> None:
         """
@@ -116,6 +125,14 @@ class Engine:
     def exact(self) -> bool:
         ...
     @property
+    def force_checkpoints(self) -> bool:
+        """
+        Roll back via state checkpoints even where positions could be dropped (testing).
+        """
+    @force_checkpoints.setter
+    def force_checkpoints(self, arg0: bool) -> None:
+        ...
+    @property
     def model(self) -> Model:
         ...
     @property
@@ -124,6 +141,10 @@ class Engine:
     @property
     def n_past(self) -> int:
         ...
+def acceptance_probability(p: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], x: typing.SupportsInt | typing.SupportsIndex, q: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None = None) -> float:
+    """
+    min(1, p(x)/q(x)) (q None: one-hot at x).
+    """
 def build_info() -> dict:
     """
     Build facts: llama.cpp commit, compiled backends, CPU features.
@@ -144,19 +165,39 @@ def quantize(src: str, dst: str, type: str, n_threads: typing.SupportsInt | typi
     """
     Writes dst: src quantized (or requantized) to `type` with llama.cpp's quantizer.
     """
-def sample_token(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, pos: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
+def rejection_counts(p0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], P: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], q0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], Q: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], draft_n: typing.SupportsInt | typing.SupportsIndex = 2, n_tokens: typing.SupportsInt | typing.SupportsIndex = 2, n_runs: typing.SupportsInt | typing.SupportsIndex = 200000, seed0: typing.SupportsInt | typing.SupportsIndex = 0, draft_onehot: bool = False, wrong: bool = False) -> numpy.typing.NDArray[numpy.int64]:
     """
-    The token the engine samples at absolute position `pos` from one row of logits.
+    Like rejection_exact, but counts over n_runs runs with seeds seed0, seed0 + 1, ...
     """
-def sampling_distribution(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806) -> tuple[list[int], list[float]]:
+def rejection_exact(p0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], P: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], q0: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], Q: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], draft_n: typing.SupportsInt | typing.SupportsIndex = 2, n_tokens: typing.SupportsInt | typing.SupportsIndex = 2, draft_onehot: bool = False, wrong: bool = False) -> numpy.typing.NDArray[numpy.float64]:
     """
-    (token ids, probabilities) of the truncated, tempered distribution.
+    Exact distribution [V]*n_tokens of the first tokens emitted by speculative sampling, target a Markov chain (p0, P), drafter another (q0, Q). draft_onehot: the drafter proposes argmax q without q; wrong: the negative control (resample from p, not the residual).
+    """
+def rejection_step(p: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], x: typing.SupportsInt | typing.SupportsIndex, q: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None = None, seed: typing.SupportsInt | typing.SupportsIndex = 0, pos: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[bool, int]:
+    """
+    One accept/resample decision: (accepted, token).
+    """
+def residual_distribution(p: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], q: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None = None, x: typing.SupportsInt | typing.SupportsIndex = -1) -> numpy.typing.NDArray[numpy.float64]:
+    """
+    norm(max(0, p - q)) as a dense vector (q None: one-hot at x; p when the residual has no mass).
+    """
+def sample_token(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, pos: typing.SupportsInt | typing.SupportsIndex = 0, context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> int:
+    """
+    The token the engine samples at absolute position `pos` from one row of logits; `context`: the tokens before it (what the penalties read).
+    """
+def sampling_distribution(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, context: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> tuple[list[int], list[float]]:
+    """
+    (token ids, probabilities) of the penalized, truncated, tempered distribution.
     """
 def set_verbose(verbose: bool) -> None:
     """
     Echo llama.cpp's log to stderr.
     """
-def verify_accept_if_equal(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], draft: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, pos0: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[int, list[int]]:
+def verify_accept_if_equal(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], draft: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, pos0: typing.SupportsInt | typing.SupportsIndex = 0, history: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> tuple[int, list[int]]:
     """
-    Verifies a draft: (n_accepted, accepted drafts + bonus token).
+    Accept-if-equal: (n_accepted, accepted drafts + bonus token). history: the committed tokens.
+    """
+def verify_rejection(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], draft: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], q: collections.abc.Sequence[tuple[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]] | None] | None = None, temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, pos0: typing.SupportsInt | typing.SupportsIndex = 0, history: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> tuple[int, list[int]]:
+    """
+    Rejection sampling: (n_accepted, accepted drafts + resampled/bonus token). q: per draft token (ids, probs) of the drafter's distribution, or None (one-hot).
     """

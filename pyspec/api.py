@@ -23,6 +23,7 @@ from .errors import InvalidParameterError
 from .models import default_model_path
 
 SPEC_TYPES = ("none", "ngram", "draft")
+SPEC_SAMPLING = ("rejection", "equal")
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 DRAFT_N_MAX_LIMIT = 64
 
@@ -230,7 +231,9 @@ class LLM:
     def _run(self, prompt: Prompt, on_step, *, max_tokens: int, temperature: float, top_k: int,
              top_p: float, min_p: float, seed: Optional[int], spec_type: Optional[str], draft_n_max: int,
              draft_n_min: int, ngram_n: int, ngram_n_min: int, ignore_eos: bool, add_special: bool,
-             parse_special: bool):
+             parse_special: bool, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+             presence_penalty: float = 0.0, penalty_last_n: int = 64, spec_sampling: str = "rejection"):
+        _check_sampling(spec_sampling, penalty_last_n)
         if not 0 <= draft_n_max <= DRAFT_N_MAX_LIMIT:
             raise InvalidParameterError(
                 f"draft_n_max (draft length) must be in [0, {DRAFT_N_MAX_LIMIT}], got {draft_n_max}")
@@ -246,7 +249,9 @@ class LLM:
             r = self._engine.generate(toks, n_predict=max_tokens, temperature=temperature, top_k=top_k,
                                       top_p=top_p, min_p=min_p, seed=seed, draft_n_max=draft_n_max,
                                       draft_n_min=draft_n_min, ignore_eos=ignore_eos, drafter=drafter,
-                                      on_step=on_step)
+                                      on_step=on_step, repeat_penalty=repeat_penalty,
+                                      frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                                      penalty_last_n=penalty_last_n, spec_sampling=spec_sampling)
         return Generation(text=self.detokenize(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
                           finish_reason=r["finish_reason"], spec_type=spec_type, seed=seed)
 
@@ -254,12 +259,17 @@ class LLM:
                  top_p: float = 0.95, min_p: float = 0.05, seed: Optional[int] = None,
                  spec_type: Optional[str] = None, draft_n_max: int = 16, draft_n_min: int = 0,
                  ngram_n: int = 3, ngram_n_min: Optional[int] = None, ignore_eos: bool = False,
-                 add_special: bool = True, parse_special: bool = False) -> Generation:
+                 add_special: bool = True, parse_special: bool = False, repeat_penalty: float = 1.0,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0, penalty_last_n: int = 64,
+                 spec_sampling: str = "rejection") -> Generation:
         """Generates a continuation of `prompt` (text or token ids).
 
         Arguments:
           max_tokens: tokens to generate at most.
           temperature: 0 is greedy; above 0 samples after top_k / top_p / min_p.
+          repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n:
+            llama.cpp's penalties over the last penalty_last_n tokens (prompt
+            included; 0: off, -1: the whole context); 1.0 / 0.0 / 0.0 are off.
           seed: the sampling seed (None: random; the one used is in the result).
           spec_type: "none", "ngram" or "draft" (None: "draft" when a draft model
             is loaded, else "none").
@@ -268,14 +278,28 @@ class LLM:
           ngram_n, ngram_n_min: the n-gram drafter looks up the last ngram_n tokens,
             then shorter suffixes down to ngram_n_min (None: ngram_n, no fallback).
           ignore_eos: keep generating past end-of-generation tokens.
+          spec_sampling: how drafts are verified when temperature > 0:
+            "rejection" (default): rejection sampling; the drafter samples from
+            its own distribution q and a draft is accepted with probability
+            min(1, p/q). The tokens follow the target's distribution exactly.
+            "equal": accept-if-equal; a draft is kept when it equals the
+            target's own sample, so the tokens equal spec_type="none" for the
+            same seed.
 
-        With kernels="exact", the tokens are identical to spec_type="none" for
-        the same seed, whatever the drafter: speculation only changes speed.
+        With kernels="exact": greedy output (temperature 0) is identical to
+        spec_type="none", whatever the drafter. Sampled output is reproducible
+        for a given seed and settings (drafter and draft length included); it
+        is identical to spec_type="none" for the same seed with
+        spec_sampling="equal", or with a drafter without a distribution (ngram),
+        and otherwise has the same distribution.
         """
         return self._run(prompt, None, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          min_p=min_p, seed=seed, spec_type=spec_type, draft_n_max=draft_n_max,
                          draft_n_min=draft_n_min, ngram_n=ngram_n, ngram_n_min=ngram_n_min,
-                         ignore_eos=ignore_eos, add_special=add_special, parse_special=parse_special)
+                         ignore_eos=ignore_eos, add_special=add_special, parse_special=parse_special,
+                         repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                         presence_penalty=presence_penalty, penalty_last_n=penalty_last_n,
+                         spec_sampling=spec_sampling)
 
     def stream(self, prompt: Prompt, **kwargs) -> Iterator[Chunk]:
         """Like generate(), but yields a Chunk per engine step as tokens are accepted.
@@ -306,7 +330,8 @@ class _Stream:
     def __init__(self, llm: LLM, prompt: Prompt, kwargs: dict):
         sig = dict(max_tokens=128, temperature=0.0, top_k=40, top_p=0.95, min_p=0.05, seed=None, spec_type=None,
                    draft_n_max=16, draft_n_min=0, ngram_n=3, ngram_n_min=None, ignore_eos=False,
-                   add_special=True, parse_special=False)
+                   add_special=True, parse_special=False, repeat_penalty=1.0, frequency_penalty=0.0,
+                   presence_penalty=0.0, penalty_last_n=64, spec_sampling="rejection")
         unknown = set(kwargs) - set(sig)
         if unknown:
             raise TypeError(f"stream() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
@@ -330,6 +355,7 @@ class _Stream:
 
         # validate arguments synchronously so that errors surface at the call
         llm._drafter(sig["spec_type"], sig["ngram_n"], sig["ngram_n_min"])
+        _check_sampling(sig["spec_sampling"], sig["penalty_last_n"])
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
 
@@ -362,6 +388,15 @@ class _Stream:
     def __del__(self):
         if getattr(self, "_thread", None) is not None and self._thread.is_alive():
             self._stop.set()
+
+
+def _check_sampling(spec_sampling: str, penalty_last_n: int) -> None:
+    if spec_sampling not in SPEC_SAMPLING:
+        raise InvalidParameterError(
+            f"spec_sampling must be one of {', '.join(SPEC_SAMPLING)}; got {spec_sampling!r}")
+    if not isinstance(penalty_last_n, int) or penalty_last_n < -1:
+        raise InvalidParameterError(
+            f"penalty_last_n must be an integer >= -1 (0 = off, -1 = the whole context), got {penalty_last_n!r}")
 
 
 def model_info(path: Union[str, os.PathLike]) -> dict:

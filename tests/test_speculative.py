@@ -35,11 +35,15 @@ def test_greedy_speculation_equals_plain(llm, baselines, spec_type, n_max):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("spec_type", ["ngram", "draft"])
-def test_sampled_speculation_equals_plain_for_the_same_seed(llm, spec_type, seed):
+@pytest.mark.parametrize("spec_type,spec_sampling", [("ngram", "equal"), ("draft", "equal"), ("ngram", "rejection")])
+def test_sampled_speculation_equals_plain_for_the_same_seed(llm, spec_type, spec_sampling, seed):
+    # Accept-if-equal reproduces plain sampling token for token, and so does
+    # rejection sampling with drafts that have no distribution (n-gram). With a
+    # draft model, rejection sampling keeps the distribution, not the tokens
+    # of a seed: tests/test_rejection.py.
     kw = dict(max_tokens=80, temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, seed=seed, ignore_eos=True)
     base = llm.generate(PROMPTS[1], spec_type="none", **kw).tokens
-    g = llm.generate(PROMPTS[1], spec_type=spec_type, draft_n_max=6, **kw)
+    g = llm.generate(PROMPTS[1], spec_type=spec_type, draft_n_max=6, spec_sampling=spec_sampling, **kw)
     assert g.tokens == base
     other = llm.generate(PROMPTS[1], spec_type="none", **{**kw, "seed": seed + 100}).tokens
     assert other != base

@@ -5,6 +5,7 @@
 
 #include "bindings/bindings.h"
 #include "engine/engine.h"
+#include "engine/error.h"
 
 namespace pyspec {
 
@@ -64,10 +65,21 @@ void register_engine(py::module_ & m) {
         .def("generate",
              [](Engine & e, const std::vector<llama_token> & prompt, int32_t n_predict, float temperature,
                 int32_t top_k, float top_p, float min_p, uint64_t seed, int32_t draft_n_max, int32_t draft_n_min,
-                bool ignore_eos, std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step) {
+                bool ignore_eos, std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step,
+                float repeat_penalty, float frequency_penalty, float presence_penalty, int32_t penalty_last_n,
+                const std::string & spec_sampling) {
                  GenerateParams gp;
                  gp.n_predict = n_predict;
-                 gp.sampling = {temperature, top_k, top_p, min_p, seed};
+                 gp.sampling = {temperature, top_k, top_p, min_p, seed,
+                                repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n};
+                 if (spec_sampling == "rejection") {
+                     gp.spec_sampling = SpecSampling::Rejection;
+                 } else if (spec_sampling == "equal") {
+                     gp.spec_sampling = SpecSampling::Equal;
+                 } else {
+                     throw InvalidParameterError("spec_sampling must be 'rejection' or 'equal', got '" +
+                                                 spec_sampling + "'");
+                 }
                  gp.draft_n_max = draft_n_max;
                  gp.draft_n_min = draft_n_min;
                  gp.ignore_eos = ignore_eos;
@@ -93,8 +105,12 @@ void register_engine(py::module_ & m) {
              py::arg("prompt"), py::arg("n_predict") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
              py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("draft_n_max") = 16,
              py::arg("draft_n_min") = 0, py::arg("ignore_eos") = false, py::arg("drafter") = nullptr,
-             py::arg("on_step") = py::none(),
-             "Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.")
+             py::arg("on_step") = py::none(), py::arg("repeat_penalty") = 1.0f, py::arg("frequency_penalty") = 0.0f,
+             py::arg("presence_penalty") = 0.0f, py::arg("penalty_last_n") = 64,
+             py::arg("spec_sampling") = "rejection",
+             "Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}. spec_sampling: "
+             "'rejection' (rejection sampling, the output follows the target's distribution) or 'equal' "
+             "(accept-if-equal, the output equals plain sampling for the same seed).")
         .def("reset", &Engine::reset, "Clears the memory.")
         .def("decode",
              [](Engine & e, const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits) {

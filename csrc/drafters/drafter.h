@@ -2,6 +2,7 @@
 // memory; a drafter only proposes tokens and is told what was kept.
 //
 // Call order for one generation:
+//   set_sampling(params)               the target's sampling settings
 //   begin(prompt)                      once, with the prompt's tokens
 //   observe(outputs)                   after every target forward (optional use)
 //   draft(n_max) -> Draft              before each verify step
@@ -14,14 +15,16 @@
 #include <vector>
 
 #include "llama.h"
+#include "verify/sampling.h"
 
 namespace pyspec {
 
 struct Draft {
     std::vector<llama_token> tokens;
-    // Optional: probs[i] is the drafter's distribution for tokens[i]
-    // ([n_draft][n_vocab]); empty when the drafter has none (n-gram).
-    std::vector<std::vector<float>> probs;
+    // q[i]: the distribution tokens[i] was sampled from (sparse: its truncated
+    // support), for rejection sampling. Empty when the drafter has none
+    // (n-gram, greedy drafting): the drafts are then treated as one-hot.
+    std::vector<Candidates> q;
 };
 
 // What the target produced in one forward pass; drafters that read the
@@ -37,10 +40,19 @@ class Drafter {
 public:
     virtual ~Drafter() = default;
     virtual std::string name() const = 0;
+    // The target's sampling settings for the next generation. A drafter with
+    // a distribution samples from it under the same temperature, truncation
+    // and penalties (stream kStreamDraft, keyed by the drafted token's
+    // position) and returns it in Draft::q; at temperature 0 it drafts the
+    // argmax and returns no q.
+    virtual void  set_sampling(const SamplingParams & p) { sampling_ = p; }
     virtual void  begin(const std::vector<llama_token> & prompt) = 0;
     virtual void  observe(const TargetOutputs &) {}
     virtual Draft draft(int32_t n_max) = 0;
     virtual void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) = 0;
+
+protected:
+    SamplingParams sampling_;
 };
 
 }  // namespace pyspec

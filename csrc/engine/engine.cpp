@@ -181,9 +181,14 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     auto t0 = Clock::now();
     std::vector<float> last = decode(prompt, int32_t(batch_.capacity()), false);
     st.prompt_n = int32_t(prompt.size());
-    llama_token next = sample_token(last.data(), n_vocab_, gp.sampling, uint64_t(n_past()));
+    llama_token next = sample_token(last.data(), n_vocab_, gp.sampling, uint64_t(n_past()), prompt.data(),
+                                    prompt.size());
     st.prompt_ms = ms_since(t0);
+    const bool rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     if (drafter) {
+        SamplingParams ds = gp.sampling;
+        if (!rejection) ds.temperature = 0.0f;  // accept-if-equal: greedy drafts accept best
+        drafter->set_sampling(ds);
         drafter->begin(prompt);
         drafter->accept(0, {next});  // the first token, sampled from the prompt's last row
     }
@@ -193,6 +198,8 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     std::vector<llama_token> emit = {next};
     int32_t n_from_draft = 0;
     std::vector<llama_token> draft;
+    std::vector<Candidates> draft_q;
+    std::vector<llama_token> history = prompt;  // committed tokens, what penalties read
     while (true) {
         // commit what the last step produced
         bool stop = false;
@@ -204,6 +211,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
                 break;
             }
             res.tokens.push_back(emit[i]);
+            history.push_back(emit[i]);
             if (!gp.ignore_eos && target_->is_eog(emit[i])) {
                 emit.resize(i + 1);
                 res.finish_reason = "stop";
@@ -225,6 +233,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
 
         // draft
         draft.clear();
+        draft_q.clear();
         if (drafter && gp.draft_n_max > 0) {
             const int32_t left = gp.n_predict - int32_t(res.tokens.size());
             const int32_t n_max = std::min({gp.draft_n_max, room, left - 1});
@@ -233,11 +242,16 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
                 Draft d = drafter->draft(n_max);
                 st.draft_ms += ms_since(td);
                 draft = std::move(d.tokens);
+                draft_q = std::move(d.q);
+                if (!draft_q.empty() && draft_q.size() < draft.size())
+                    throw Error("drafter '" + drafter->name() + "' returned " + std::to_string(draft.size()) +
+                                " tokens but " + std::to_string(draft_q.size()) + " distributions");
                 if (int32_t(draft.size()) > n_max) draft.resize(size_t(n_max));
                 if (int32_t(draft.size()) < std::max(gp.draft_n_min, 1)) draft.clear();
                 for (llama_token t : draft) {
                     if (t < 0 || t >= n_vocab_) { draft.clear(); break; }
                 }
+                if (draft_q.size() > draft.size()) draft_q.resize(draft.size());
             }
         }
 
@@ -254,7 +268,9 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
         }
         // every token of the batch outputs logits: rows are contiguous, in batch order
         const float * logits = llama_get_logits(ctx_.get());
-        VerifyResult vr = verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1));
+        VerifyResult vr =
+            rejection ? verify_rejection(logits, n_vocab_, draft, draft_q, gp.sampling, uint64_t(pos0 + 1), history)
+                      : verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1), history);
         rollback(pos0 + 1 + vr.n_accepted);
         st.verify_ms += ms_since(tv);
         st.n_steps++;

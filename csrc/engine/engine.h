@@ -26,9 +26,25 @@ struct ContextParams {
     bool exact = true;
 };
 
+// How drafts are verified at temperature > 0 (at temperature 0 both are the
+// same argmax path).
+enum class SpecSampling {
+    // Rejection sampling (verify/rejection.h): drafts sampled from the
+    // drafter's q, accepted with min(1, p/q); the output follows the target's
+    // distribution, and is reproducible for a given seed, settings, drafter
+    // and draft length. Drafts without a distribution (n-gram) reproduce
+    // plain sampling token for token.
+    Rejection,
+    // Accept-if-equal: a draft is kept when it equals the target's own
+    // sample; the output equals plain sampling for the same seed, whatever
+    // the drafter. Drafters draft greedily in this mode.
+    Equal,
+};
+
 struct GenerateParams {
     int32_t n_predict = 128;
     SamplingParams sampling;
+    SpecSampling spec_sampling = SpecSampling::Rejection;
     int32_t draft_n_max = 16;   // tokens drafted per step, 0..64
     int32_t draft_n_min = 0;    // shorter drafts are not verified
     bool    ignore_eos = false;
