@@ -75,3 +75,18 @@ def test_demo_on_the_default_model(gemma_path):
     assert r.returncode == 0, r.stderr
     assert "without speculation" in r.stdout and "with ngram" in r.stdout
     assert "output identical to plain decoding: yes" in r.stdout
+
+
+def test_sampling_flags_match_the_api(tiny_target, tiny_draft):
+    import pyspec
+    r = pyspec_cli("-m", tiny_target, "-md", tiny_draft, "-p", "x y z x y", "-n", 20, "-c", 256, "--json",
+                   "--ignore-eos", "--temp", 0.8, "--seed", 3, "--top-k", 5, "--repeat-penalty", 1.3,
+                   "--repeat-last-n", 16, "--presence-penalty", 0.2, "--frequency-penalty", 0.1,
+                   "--spec-sampling", "equal", "--spec-draft-n-max", 3)
+    assert r.returncode == 0, r.stderr
+    kw = dict(max_tokens=20, temperature=0.8, seed=3, top_k=5, repeat_penalty=1.3, penalty_last_n=16,
+              presence_penalty=0.2, frequency_penalty=0.1, ignore_eos=True)
+    llm = pyspec.LLM(tiny_target, n_ctx=256)
+    assert json.loads(r.stdout)["tokens"] == llm.generate("x y z x y", **kw).tokens  # equal mode: plain tokens
+    bad = pyspec_cli("-m", tiny_target, "-p", "x", "-n", 2, "--spec-sampling", "maybe")
+    assert bad.returncode == 2 and "--spec-sampling" in bad.stderr
