@@ -138,7 +138,7 @@ def write_prompt_file(text: str, path: PathLike) -> Path:
     return p
 
 
-LOG_RETRIES = 5
+LOG_RETRIES = 10
 
 
 def _run(cmd: list, timeout: int = 1200, require: Optional[str] = None) -> tuple:
