@@ -192,11 +192,13 @@ def to_markdown(res: dict, args) -> str:
     return "\n".join(L)
 
 
-def update_markdown(path: Path, section: str) -> None:
-    begin, end = "<!-- bench_cpu:begin -->", "<!-- bench_cpu:end -->"
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
+def update_markdown(path: Path, section: str, name: str = "bench_cpu", heading: str = "") -> None:
+    """Replaces the section between `<!-- {name}:begin -->` and `<!-- {name}:end -->`
+    of `path`, appending it (under `heading`) when the markers are missing."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
     if begin not in text:
-        text += f"\n{begin}\n{end}\n"
+        text = text.rstrip("\n") + (f"\n\n{heading}\n" if heading else "\n") + f"\n{begin}\n{end}\n"
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n{section}\n{end}{tail}")

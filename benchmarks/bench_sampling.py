@@ -24,11 +24,11 @@ from pathlib import Path
 import pyspec
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_cpu  # noqa: E402
 from bench_cpu import DRAFT_TYPE, PROMPTS, draft_model_path  # noqa: E402
 
 METHODS = ("none", "rejection", "equal")
 LABELS = {"none": "no speculation", "rejection": "rejection sampling", "equal": "accept-if-equal"}
-BEGIN, END = "<!-- bench_sampling:begin -->", "<!-- bench_sampling:end -->"
 
 
 def run(llm, prompt, method, temp, seed, args):
@@ -190,14 +190,8 @@ def notes(res: dict) -> str:
 
 
 def update_markdown(path: Path, section: str) -> None:
-    """Replaces this script's section of `path`, between its own markers
-    (bench_cpu.update_markdown hard-codes bench_cpu's markers)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN not in text:
-        text = text.rstrip("\n") + f"\n\n## Speculative sampling: rejection sampling vs accept-if-equal\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
+    bench_cpu.update_markdown(path, section, name="bench_sampling",
+                              heading="## Speculative sampling: rejection sampling vs accept-if-equal")
 
 
 if __name__ == "__main__":
