@@ -129,3 +129,18 @@ def test_ngram_drafter_parameters_are_checked():
         _core.NgramDrafter(0, 1)
     with pytest.raises(InvalidParameterError):
         _core.NgramDrafter(3, 4)
+
+
+def test_ngram_lookup_prefers_a_match_that_fills_the_draft():
+    # the latest match of [5, 5, 5] is at the end of a run of 5s: its
+    # continuation is one token; an older match is followed by a full draft
+    h = [5, 5, 5, 1, 2, 3, 4, 9, 5, 5, 5, 5]
+    assert _core.ngram_lookup(h, n=3, n_min=3, n_max=4) == [1, 2, 3, 4]
+    # only short continuations: the longest one, if at least n long
+    assert _core.ngram_lookup([7, 8, 9, 7, 8, 9, 1, 7, 8, 9], n=3, n_min=3, n_max=8) == [7, 8, 9, 1, 7, 8, 9]
+    assert _core.ngram_lookup([7, 8, 9, 1, 7, 8, 9], n=3, n_min=3, n_max=8) == [1, 7, 8, 9]
+    assert _core.ngram_lookup([7, 8, 9, 7, 8, 9], n=3, n_min=3, n_max=8) == [7, 8, 9]
+    assert _core.ngram_lookup([1, 7, 8, 1, 7, 8], n=2, n_min=2, n_max=8) == [1, 7, 8]
+    assert _core.ngram_lookup([9, 7, 8, 7, 8], n=2, n_min=2, n_max=8) == [7, 8]
+    assert _core.ngram_lookup([9, 9, 7, 8, 1, 7, 8], n=2, n_min=2, n_max=8) == [1, 7, 8]
+    assert _core.ngram_lookup([3, 7, 8, 4, 7, 8], n=2, n_min=2, n_max=8) == [4, 7, 8]

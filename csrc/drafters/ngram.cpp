@@ -13,13 +13,24 @@ std::vector<llama_token> ngram_lookup(const std::vector<llama_token> & h,
     for (int32_t n = p.n; n >= std::max(1, p.n_min); --n) {
         if (len <= n) continue;
         const llama_token * key = h.data() + len - n;
-        // Latest match first: recent text predicts the continuation best.
+        // Latest match first: recent text predicts the continuation best. A
+        // match near the end has a short continuation (in a run of repeated
+        // tokens, one token); keep looking for an older match that can fill
+        // the draft, and keep the longest one seen.
+        int64_t best_from = -1, best_len = 0;
         for (int64_t start = len - n - 1; start >= 0; --start) {
             if (!std::equal(key, key + n, h.data() + start)) continue;
             const int64_t from = start + n;
-            const int64_t to = std::min<int64_t>(len, from + n_max);
-            return {h.begin() + from, h.begin() + to};
+            const int64_t avail = std::min<int64_t>(len - from, n_max);
+            if (avail > best_len) {
+                best_from = from;
+                best_len = avail;
+            }
+            if (best_len >= n_max) break;
         }
+        // A draft shorter than the key it was found with is mostly noise:
+        // its verify costs more than it gains (llama.cpp's ngram-simple rule).
+        if (best_len >= std::min<int64_t>(n, n_max)) return {h.begin() + best_from, h.begin() + best_from + best_len};
     }
     return {};
 }

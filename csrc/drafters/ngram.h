@@ -12,8 +12,10 @@ struct NgramParams {
 };
 
 // Pure matcher: finds the most recent earlier occurrence of the last `n`
-// tokens of `history` (trying n, n-1, ..., n_min) and returns up to n_max
-// tokens that followed it. Empty when nothing matches.
+// tokens of `history` that is followed by n_max tokens (else the one followed
+// by the most), trying n, n-1, ..., n_min, and returns up to n_max tokens that
+// followed it. Empty when nothing matches or the continuation is shorter than
+// the n-gram.
 std::vector<llama_token> ngram_lookup(const std::vector<llama_token> & history,
                                       const NgramParams & p, int32_t n_max);
 
