@@ -66,6 +66,12 @@ class Drafter:
     """
     def __init__(self) -> None:
         ...
+    def accept(self, n_accepted: typing.SupportsInt | typing.SupportsIndex, emitted: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    def begin(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    def draft(self, n_max: typing.SupportsInt | typing.SupportsIndex) -> list[int]:
+        ...
     @property
     def name(self) -> str:
         ...
@@ -75,7 +81,7 @@ class NgramDrafter(Drafter):
             earlier occurrence of the last `n` tokens (then n-1, ..., n_min).
         
     """
-    def __init__(self, n: typing.SupportsInt | typing.SupportsIndex = 3, n_min: typing.SupportsInt | typing.SupportsIndex = 3) -> None:
+    def __init__(self, n: typing.SupportsInt | typing.SupportsIndex = 3, n_min: typing.SupportsInt | typing.SupportsIndex = 3, adaptive: bool = True) -> None:
         ...
 class DraftModelDrafter(Drafter):
     """

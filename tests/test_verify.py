@@ -144,3 +144,16 @@ def test_ngram_lookup_prefers_a_match_that_fills_the_draft():
     assert _core.ngram_lookup([9, 7, 8, 7, 8], n=2, n_min=2, n_max=8) == [7, 8]
     assert _core.ngram_lookup([9, 9, 7, 8, 1, 7, 8], n=2, n_min=2, n_max=8) == [1, 7, 8]
     assert _core.ngram_lookup([3, 7, 8, 4, 7, 8], n=2, n_min=2, n_max=8) == [4, 7, 8]
+
+
+def test_ngram_drafter_adapts_its_length():
+    a = list(range(1, 31))
+    for adaptive, lengths in ((True, [16, 3, 7]), (False, [16, 16, 16])):
+        d = _core.NgramDrafter(3, 3, adaptive)
+        d.begin(a + a)
+        got = [len(d.draft(16))]
+        d.accept(0, [1])               # the draft was rejected at its first token
+        got.append(len(d.draft(16)))
+        d.accept(got[-1], a[1:1 + got[-1]] + [a[1 + got[-1]]])  # fully accepted, + bonus
+        got.append(len(d.draft(16)))
+        assert got == lengths, (adaptive, got)

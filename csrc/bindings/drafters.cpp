@@ -46,13 +46,19 @@ void register_drafters(py::module_ & m) {
         accept(n_accepted, emitted), and call Drafter.__init__(self).
     )pbdoc")
         .def(py::init<>())
-        .def_property_readonly("name", &Drafter::name);
+        .def_property_readonly("name", &Drafter::name)
+        // Direct access for tests and tools; the engine calls these itself.
+        .def("begin", &Drafter::begin, py::arg("prompt"))
+        .def("draft", [](Drafter & d, int32_t n_max) { return d.draft(n_max).tokens; }, py::arg("n_max"))
+        .def("accept", &Drafter::accept, py::arg("n_accepted"), py::arg("emitted"));
     py::class_<NgramDrafter, Drafter, std::shared_ptr<NgramDrafter>>(m, "NgramDrafter", R"pbdoc(
         Prompt-lookup drafter: proposes the tokens that followed the latest
         earlier occurrence of the last `n` tokens (then n-1, ..., n_min).
     )pbdoc")
-        .def(py::init([](int32_t n, int32_t n_min) { return std::make_shared<NgramDrafter>(NgramParams{n, n_min}); }),
-             py::arg("n") = 3, py::arg("n_min") = 3);
+        .def(py::init([](int32_t n, int32_t n_min, bool adaptive) {
+                 return std::make_shared<NgramDrafter>(NgramParams{n, n_min, adaptive});
+             }),
+             py::arg("n") = 3, py::arg("n_min") = 3, py::arg("adaptive") = true);
     py::class_<DraftModelDrafter, Drafter, std::shared_ptr<DraftModelDrafter>>(m, "DraftModelDrafter", R"pbdoc(
         Drafts with a separate GGUF model sharing the target's vocabulary
         (checked: VocabMismatchError names the first difference).

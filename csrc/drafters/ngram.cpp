@@ -35,6 +35,27 @@ std::vector<llama_token> ngram_lookup(const std::vector<llama_token> & h,
     return {};
 }
 
+void NgramDrafter::begin(const std::vector<llama_token> & prompt) {
+    history_ = prompt;
+    cap_ = kMaxCap;
+    last_ = 0;
+}
+
+Draft NgramDrafter::draft(int32_t n_max) {
+    Draft d;
+    d.tokens = ngram_lookup(history_, p_, p_.adaptive ? std::min(n_max, cap_) : n_max);
+    last_ = int32_t(d.tokens.size());
+    return d;
+}
+
+void NgramDrafter::accept(int32_t n_accepted, const std::vector<llama_token> & emitted) {
+    if (p_.adaptive && last_ > 0) {
+        cap_ = n_accepted >= last_ ? std::min(cap_ + 4, kMaxCap) : std::max(n_accepted + 1, p_.n);
+    }
+    last_ = 0;
+    history_.insert(history_.end(), emitted.begin(), emitted.end());
+}
+
 NgramDrafter::NgramDrafter(NgramParams p) : p_(p) {
     if (p_.n < 1 || p_.n > 64)
         throw InvalidParameterError("ngram size must be in [1, 64], got " + std::to_string(p_.n));

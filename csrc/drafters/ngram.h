@@ -9,6 +9,11 @@ struct NgramParams {
     // Shorter suffixes tried when the n-gram has no match. Defaults to n:
     // 1- and 2-gram matches draft poorly and their verify costs more than it gains.
     int32_t n_min = 3;
+    // Adapt the draft length to how the last draft fared: +4 after a fully
+    // accepted draft, back to (accepted + 1, at least n) after a rejection.
+    // On text the n-grams predict poorly, long drafts cost more to verify
+    // than they return (BENCHMARKS.md: prose went from 0.7x to ~1.0x).
+    bool adaptive = true;
 };
 
 // Pure matcher: finds the most recent earlier occurrence of the last `n`
@@ -23,15 +28,16 @@ class NgramDrafter final : public Drafter {
 public:
     explicit NgramDrafter(NgramParams p);
     std::string name() const override { return "ngram"; }
-    void  begin(const std::vector<llama_token> & prompt) override { history_ = prompt; }
-    Draft draft(int32_t n_max) override { return {ngram_lookup(history_, p_, n_max), {}}; }
-    void  accept(int32_t, const std::vector<llama_token> & emitted) override {
-        history_.insert(history_.end(), emitted.begin(), emitted.end());
-    }
+    void  begin(const std::vector<llama_token> & prompt) override;
+    Draft draft(int32_t n_max) override;
+    void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
 
 private:
+    static constexpr int32_t kMaxCap = 64;
     NgramParams p_;
     std::vector<llama_token> history_;
+    int32_t cap_ = kMaxCap;  // current draft-length limit (adaptive)
+    int32_t last_ = 0;       // length of the draft awaiting its verdict
 };
 
 }  // namespace pyspec
