@@ -22,23 +22,24 @@ from pathlib import Path
 
 import pyspec
 from pyspec import _core
+from pyspec.bench import PROMPT_SETS
 from pyspec.cli import DEMO_PROMPT
 from pyspec.models import cache_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 import anchors  # noqa: E402
 
+
+def _builtin(set_name: str, name: str) -> str:
+    return next(p["prompt"] for p in PROMPT_SETS[set_name] if p["name"] == name)
+
+
+# One prompt of each kind from `pyspec bench`'s built-in sets (the code rewrite
+# is ANCHORS.md's quicksort prompt).
 PROMPTS = {
     "code_rewrite": DEMO_PROMPT,
-    "summarisation": (
-        "Article: The city council met on Tuesday to discuss the new bicycle lanes on Main Street. "
-        "Residents said the lanes made the street safer for children who ride to school, while shop "
-        "owners worried that removing parking spaces would keep customers away. The council voted six "
-        "to three to keep the lanes for a trial period of one year and to review the number of visitors "
-        "to the shops every three months. The mayor said the city would add new parking spaces on Oak "
-        "Street, two blocks away, before the end of the summer.\n\n"
-        "Summarise the article above in three sentences, reusing its wording.\nSummary:"),
-    "prose": "Once upon a time, in a small village at the edge of a great forest, there lived",
+    "summarisation": _builtin("summarise", "council-article"),
+    "prose": _builtin("prose", "fairy-tale"),
 }
 DRAFT_TYPE = "q4_0"
 
