@@ -263,8 +263,15 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
         batch_.add(next, pos0, true);
         for (size_t i = 0; i < draft.size(); ++i) batch_.add(draft[i], pos0 + 1 + int32_t(i), true);
         decode_batch("verify");
+        // Drafters that read the target's outputs do so now, before a
+        // checkpoint rollback could replay (and overwrite) them. The drafter's
+        // work counts as drafting time, not verifying.
+        double observe_ms = 0.0;
         if (drafter) {
+            const auto to = Clock::now();
             drafter->observe({batch_.get().token, batch_.size(), pos0, ctx_.get()});
+            observe_ms = ms_since(to);
+            st.draft_ms += observe_ms;
         }
         // every token of the batch outputs logits: rows are contiguous, in batch order
         const float * logits = llama_get_logits(ctx_.get());
@@ -272,8 +279,13 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
             rejection ? verify_rejection(logits, n_vocab_, draft, draft_q, gp.sampling, uint64_t(pos0 + 1), history)
                       : verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1), history);
         rollback(pos0 + 1 + vr.n_accepted);
-        st.verify_ms += ms_since(tv);
+        st.verify_ms += ms_since(tv) - observe_ms;
         st.n_steps++;
+        if (drafter) {
+            const auto ta = Clock::now();
+            drafter->accept(vr.n_accepted, vr.tokens);
+            st.draft_ms += ms_since(ta);
+        }
         if (!draft.empty()) {
             st.draft_n += int32_t(draft.size());
             st.draft_n_accepted += vr.n_accepted;
@@ -286,7 +298,6 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
                 if (int32_t(i) < vr.n_accepted) st.accepted_per_position[i]++;
             }
         }
-        if (drafter) drafter->accept(vr.n_accepted, vr.tokens);
         emit = std::move(vr.tokens);
         n_from_draft = vr.n_accepted;
     }
