@@ -10,6 +10,7 @@ Everything heavy runs in the C++ engine (pyspec._core) with the GIL released.
 from __future__ import annotations
 
 import codecs
+import inspect
 import os
 import queue
 import random
@@ -328,10 +329,9 @@ class _Stream:
     _DONE = object()
 
     def __init__(self, llm: LLM, prompt: Prompt, kwargs: dict):
-        sig = dict(max_tokens=128, temperature=0.0, top_k=40, top_p=0.95, min_p=0.05, seed=None, spec_type=None,
-                   draft_n_max=16, draft_n_min=0, ngram_n=3, ngram_n_min=None, ignore_eos=False,
-                   add_special=True, parse_special=False, repeat_penalty=1.0, frequency_penalty=0.0,
-                   presence_penalty=0.0, penalty_last_n=64, spec_sampling="rejection")
+        # generate()'s keyword arguments and defaults, so the two never drift apart
+        sig = {name: p.default for name, p in inspect.signature(LLM.generate).parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY}
         unknown = set(kwargs) - set(sig)
         if unknown:
             raise TypeError(f"stream() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")

@@ -99,11 +99,7 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
     if (all_logits) out.reserve(tokens.size() * size_t(n_vocab_));
     for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
         const size_t n = std::min(tokens.size() - i, size_t(chunk));
-        batch_.clear();
-        for (size_t j = 0; j < n; ++j) {
-            batch_.add(tokens[i + j], llama_pos(committed_.size() + j), all_logits || i + j + 1 == tokens.size());
-        }
-        decode_batch("decode");
+        submit(tokens.data() + i, n, all_logits, i + n == tokens.size(), "decode");
         for (size_t j = 0; j < n; ++j) {
             if (!all_logits && i + j + 1 != tokens.size()) continue;
             const float * row = llama_get_logits_ith(ctx_.get(), int32_t(j));
@@ -121,9 +117,15 @@ void Engine::forward(const std::vector<llama_token> & tokens) {
     if (size_t(n_past()) + tokens.size() > n_ctx())
         throw ContextOverflowError("forward: " + std::to_string(n_past()) + " tokens in memory + " +
                                    std::to_string(tokens.size()) + " exceed n_ctx=" + std::to_string(n_ctx()));
+    submit(tokens.data(), tokens.size(), true, true, "forward");
+}
+
+void Engine::submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what) {
     batch_.clear();
-    for (size_t j = 0; j < tokens.size(); ++j) batch_.add(tokens[j], llama_pos(committed_.size() + j), true);
-    decode_batch("forward");
+    for (size_t j = 0; j < n; ++j) {
+        batch_.add(tokens[j], llama_pos(committed_.size() + j), all_logits || (last_logits && j + 1 == n));
+    }
+    decode_batch(what);
 }
 
 void Engine::checkpoint() {
@@ -259,10 +261,9 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
         auto tv = Clock::now();
         if (use_ckpt && !draft.empty()) checkpoint();
         const int32_t pos0 = n_past();
-        batch_.clear();
-        batch_.add(next, pos0, true);
-        for (size_t i = 0; i < draft.size(); ++i) batch_.add(draft[i], pos0 + 1 + int32_t(i), true);
-        decode_batch("verify");
+        draft.insert(draft.begin(), next);  // the verify batch: `next`, then the drafts
+        submit(draft.data(), draft.size(), true, true, "verify");
+        draft.erase(draft.begin());
         // Drafters that read the target's outputs do so now, before a
         // checkpoint rollback could replay (and overwrite) them. The drafter's
         // work counts as drafting time, not verifying.

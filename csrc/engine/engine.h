@@ -92,6 +92,9 @@ public:
     bool force_checkpoints = false;
 
 private:
+    // Fills batch_ with tokens at positions n_past().., logits for every
+    // token, only the last one, or none, and decodes it.
+    void submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what);
     void decode_batch(const char * what);
     void checkpoint();
 
