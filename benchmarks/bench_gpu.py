@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -202,6 +203,18 @@ def main() -> int:
         r = generate_with(llm, prompt, args.n, OracleDrafter(base["tokens"], mean), 16)
         r["equal"] = r.pop("tokens") == base["tokens"]
         res["spec"][f"oracle mean {mean}"] = r
+    # the same runs with the argmax on the host (every logits row copied back)
+    os.environ["PYSPEC_DEVICE_ARGMAX"] = "0"
+    host = pyspec.LLM(args.model, n_ctx=4096, n_gpu_layers=ngl, flash_attn=True)
+    os.environ.pop("PYSPEC_DEVICE_ARGMAX")
+    spec_run(host, prompt, 32, spec_type="ngram", draft_n_max=8)  # warm-up
+    r = spec_run(host, prompt, args.n, spec_type="none")
+    res["host_argmax_equal"] = r.pop("tokens") == base["tokens"]
+    res["spec"]["none, host argmax"] = r
+    r = generate_with(host, prompt, args.n, OracleDrafter(base["tokens"], 3), 16)
+    r.pop("tokens")
+    res["spec"]["oracle mean 3, host argmax"] = r
+    del host
     print(json.dumps(res["spec"], indent=1), flush=True)
     save()
 
@@ -240,6 +253,10 @@ def to_markdown(res: dict) -> str:
         L.append(f"| {name} | {r['tok_s']:.1f} | {r['tok_s'] / base:.2f}× | {r['mal']:.2f} | {r['ms_per_step']:.2f} | "
                  f"{r['forward_ms_per_step']:.2f} | {r['overhead_ms_per_step']:.3f} ms "
                  f"({100 * r['overhead_ms_per_step'] / r['ms_per_step']:.2f}%) |")
+    if "host_argmax_equal" in res:
+        L += ["", "Rows marked *host argmax* copy every logits row to the host and take the argmax there "
+              "(`PYSPEC_DEVICE_ARGMAX=0`); the others take it on the GPU (llama.cpp's backend greedy sampler) and "
+              f"copy back only token ids. Same tokens both ways: {'yes' if res['host_argmax_equal'] else 'NO'}."]
     for key, label in (("exactness_8b", "8B shape"), ("exactness_small", "small model")):
         if key not in res:
             continue

@@ -111,6 +111,10 @@ class Engine:
         """
         Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.
         """
+    def device_argmax_available(self) -> bool:
+        """
+        Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off).
+        """
     def forward(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
         """
         One synchronized forward pass with logits for every token, kept in the context (timing).

@@ -138,6 +138,8 @@ void register_engine(py::module_ & m) {
         .def_property_readonly("n_past", &Engine::n_past)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("exact", [](const Engine & e) { return e.params().exact; })
+        .def("device_argmax_available", &Engine::device_argmax_available,
+             "Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off).")
         .def_property_readonly("model", &Engine::model);
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "engine/error.h"
@@ -49,6 +51,8 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     cp.n_batch = std::max<uint32_t>(params.n_batch, 65);  // room for a 64-token draft + 1
     cp.n_ubatch = cp.n_batch;
     cp.n_seq_max = 1;
+    // every row of a verify batch may be sampled on the device
+    cp.n_outputs_max_per_seq = cp.n_batch;
     const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
     cp.n_threads = params.n_threads > 0 ? params.n_threads : hw;
     cp.n_threads_batch = cp.n_threads;
@@ -64,6 +68,33 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
         throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + "): " +
                     log_recent() + ". Try a smaller n_ctx or another KV cache type.");
     }
+    const char * env = std::getenv("PYSPEC_DEVICE_ARGMAX");
+    device_argmax_ok_ = target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() &&
+                        !(env && std::strcmp(env, "0") == 0);
+    if (device_argmax_ok_) {
+        greedy_.reset(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+        llama_sampler_chain_add(greedy_.get(), llama_sampler_init_greedy());
+    }
+}
+
+void Engine::use_device_argmax(bool on) {
+    on = on && device_argmax_ok_;
+    if (on == device_argmax_on_) return;
+    if (!llama_set_sampler(ctx_.get(), 0, on ? greedy_.get() : nullptr)) {
+        if (on) {  // the backend cannot run it: stay on the host argmax from now on
+            device_argmax_ok_ = false;
+            return;
+        }
+        throw Error("could not detach the device sampler");
+    }
+    device_argmax_on_ = on;
+}
+
+llama_token Engine::device_token(int32_t i) {
+    const llama_token t = llama_get_sampled_token_ith(ctx_.get(), i);
+    if (t < 0 || t >= n_vocab_)
+        throw Error("the device sampler returned no token for output " + std::to_string(i));
+    return t;
 }
 
 void Engine::reset() {
@@ -95,6 +126,7 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
             throw InvalidParameterError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
                                         std::to_string(n_vocab_) + ")");
     }
+    use_device_argmax(false);  // the caller reads logits rows
     std::vector<float> out;
     if (all_logits) out.reserve(tokens.size() * size_t(n_vocab_));
     for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
@@ -108,6 +140,18 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
         if (should_stop && i + n < tokens.size() && should_stop()) throw Interrupted("interrupted");
     }
     return out;
+}
+
+void Engine::prefill(const std::vector<llama_token> & prompt) {
+    if (size_t(n_past()) + prompt.size() > n_ctx())
+        throw ContextOverflowError(std::to_string(n_past()) + " tokens in memory + " +
+                                   std::to_string(prompt.size()) + " new exceed n_ctx=" + std::to_string(n_ctx()));
+    const size_t chunk = size_t(batch_.capacity());
+    for (size_t i = 0; i < prompt.size(); i += chunk) {
+        const size_t n = std::min(prompt.size() - i, chunk);
+        submit(prompt.data() + i, n, false, i + n == prompt.size(), "prompt");
+        if (should_stop && i + n < prompt.size() && should_stop()) throw Interrupted("interrupted");
+    }
 }
 
 void Engine::forward(const std::vector<llama_token> & tokens) {
@@ -155,7 +199,7 @@ void Engine::rollback(int32_t n_keep) {
         throw Error("rollback: restoring the state checkpoint failed");
     std::vector<llama_token> replay(committed_.begin() + ckpt_n_, committed_.begin() + n_keep);
     committed_.resize(size_t(ckpt_n_));
-    if (!replay.empty()) decode(replay, batch_.capacity(), false);
+    if (!replay.empty()) prefill(replay);
 }
 
 GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const GenerateParams & gp,
@@ -178,13 +222,18 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     Stats & st = res.stats;
     reset();
     const bool use_ckpt = drafter && (force_checkpoints || target_->needs_checkpoints());
+    // Greedy without penalties on a GPU: the argmax runs on the device.
+    const bool dev_argmax =
+        device_argmax_ok_ && gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling);
+    use_device_argmax(dev_argmax);
 
     // Prompt: the first generated token comes from its last row.
     auto t0 = Clock::now();
-    std::vector<float> last = decode(prompt, int32_t(batch_.capacity()), false);
+    prefill(prompt);
     st.prompt_n = int32_t(prompt.size());
-    llama_token next = sample_token(last.data(), n_vocab_, gp.sampling, uint64_t(n_past()), prompt.data(),
-                                    prompt.size());
+    llama_token next = dev_argmax ? device_token(-1)
+                                  : sample_token(llama_get_logits_ith(ctx_.get(), -1), n_vocab_, gp.sampling,
+                                                 uint64_t(n_past()), prompt.data(), prompt.size());
     st.prompt_ms = ms_since(t0);
     const bool rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     if (drafter) {
@@ -275,10 +324,19 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
             st.draft_ms += observe_ms;
         }
         // every token of the batch outputs logits: rows are contiguous, in batch order
-        const float * logits = llama_get_logits(ctx_.get());
-        VerifyResult vr =
-            rejection ? verify_rejection(logits, n_vocab_, draft, draft_q, gp.sampling, uint64_t(pos0 + 1), history)
-                      : verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1), history);
+        VerifyResult vr;
+        if (dev_argmax) {
+            for (size_t i = 0; i <= draft.size(); ++i) {
+                vr.tokens.push_back(device_token(int32_t(i)));
+                if (i == draft.size() || vr.tokens.back() != draft[i]) break;
+                vr.n_accepted++;
+            }
+        } else {
+            const float * logits = llama_get_logits(ctx_.get());
+            vr = rejection
+                     ? verify_rejection(logits, n_vocab_, draft, draft_q, gp.sampling, uint64_t(pos0 + 1), history)
+                     : verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1), history);
+        }
         rollback(pos0 + 1 + vr.n_accepted);
         st.verify_ms += ms_since(tv) - observe_ms;
         st.n_steps++;

@@ -90,6 +90,10 @@ public:
     // Roll back through state checkpoints even where the memory could drop
     // positions itself (the path recurrent models need; for testing it).
     bool force_checkpoints = false;
+    // Whether greedy generations take the argmax on the device (the model is
+    // offloaded to a GPU; PYSPEC_DEVICE_ARGMAX=0 turns it off): no logits row
+    // is copied to the host, only the token ids.
+    bool device_argmax_available() const { return device_argmax_ok_; }
 
 private:
     // Fills batch_ with tokens at positions n_past().., logits for every
@@ -97,6 +101,11 @@ private:
     void submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what);
     void decode_batch(const char * what);
     void checkpoint();
+    // Prompt processing in batch-sized chunks, logits for the last token only.
+    void prefill(const std::vector<llama_token> & prompt);
+    // Attaches (or detaches) the device-side greedy sampler of seq 0.
+    void use_device_argmax(bool on);
+    llama_token device_token(int32_t i);
 
     std::shared_ptr<Model> target_;
     ContextParams params_;
@@ -108,6 +117,11 @@ private:
     std::vector<uint8_t> ckpt_;
     int32_t ckpt_n_ = -1;
     double forward_ms_ = 0.0;  // time inside llama_decode + synchronize, since reset()
+    // device argmax: a llama_sampler chain holding one greedy sampler
+    struct SamplerDeleter { void operator()(llama_sampler * s) const { llama_sampler_free(s); } };
+    std::unique_ptr<llama_sampler, SamplerDeleter> greedy_;
+    bool device_argmax_ok_ = false;
+    bool device_argmax_on_ = false;
 };
 
 // The context settings that exact (batch-invariant) kernels need; shared by
