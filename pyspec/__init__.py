@@ -18,15 +18,16 @@ except ImportError as _e:  # the source tree without the compiled engine
         "`pip install .` (or `pip install --no-build-isolation -e .` for development); when running the tests "
         "from a checkout, use `pytest`, not `python -m pytest`, which puts the uninstalled source tree first "
         "on sys.path.") from _e
-from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, model_info
-from .errors import (ContextOverflowError, DecodeError, GenerationInterrupted, InvalidParameterError,
-                     ModelFileNotFoundError, ModelLoadError, PyspecError, VocabMismatchError)
+from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, memory_report, model_info
+from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
+                     InvalidParameterError, ModelFileNotFoundError, ModelLoadError, PyspecError,
+                     VocabMismatchError)
 from .models import default_model_path
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "default_model_path",
-    "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "ContextOverflowError",
-    "InvalidParameterError", "DecodeError", "GenerationInterrupted",
+    "LLM", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "default_model_path",
+    "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
+    "ContextOverflowError", "InvalidParameterError", "DecodeError", "GenerationInterrupted",
 ]

@@ -7,7 +7,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['DraftModelDrafter', 'Drafter', 'Engine', 'Model', 'NgramDrafter', 'acceptance_probability', 'build_info', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'rejection_counts', 'rejection_exact', 'rejection_step', 'residual_distribution', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal', 'verify_rejection']
+__all__: list[str] = ['DFlashDrafter', 'DraftModelDrafter', 'Drafter', 'Eagle3Drafter', 'Engine', 'FeatureDrafter', 'Model', 'MtpDrafter', 'NgramDrafter', 'acceptance_probability', 'build_info', 'check_head_compatible', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'rejection_counts', 'rejection_exact', 'rejection_step', 'residual_distribution', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal', 'verify_rejection']
 class Model:
     """
             A GGUF model loaded by llama.cpp (weights only; contexts live in Engine).
@@ -17,9 +17,12 @@ class Model:
               n_gpu_layers: layers to offload to a GPU (-1: all).
               repack: allow weight repacking (faster, not batch-invariant).
               use_mmap: map the file instead of reading it.
+              load_mtp: also load the MTP ("nextn") layers, for the mtp drafter.
+              no_alloc: metadata only, allocations simulated: contexts made on it
+                report their memory (Engine.memory) but cannot run.
         
     """
-    def __init__(self, path: str, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = 0, repack: bool = False, use_mmap: bool = True) -> None:
+    def __init__(self, path: str, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = 0, repack: bool = False, use_mmap: bool = True, load_mtp: bool = False, no_alloc: bool = False) -> None:
         ...
     def apply_chat_template(self, messages: collections.abc.Sequence[tuple[str, str]], add_assistant: bool = True, template: str = '') -> str:
         """
@@ -46,8 +49,22 @@ class Model:
         Text to token ids.
         """
     @property
+    def arch(self) -> str:
+        ...
+    @property
     def n_ctx_train(self) -> int:
         ...
+    @property
+    def n_embd(self) -> int:
+        ...
+    @property
+    def n_layer(self) -> int:
+        ...
+    @property
+    def n_layer_nextn(self) -> int:
+        """
+        MTP layers loaded (0 unless loaded with load_mtp=True)
+        """
     @property
     def n_vocab(self) -> int:
         ...
@@ -57,6 +74,11 @@ class Model:
     @property
     def repack(self) -> bool:
         ...
+    @property
+    def size_bytes(self) -> int:
+        """
+        Bytes of the loaded weights.
+        """
 class Drafter:
     """
             Base class of the engine's drafters. Subclass it in Python to write a
@@ -91,6 +113,55 @@ class DraftModelDrafter(Drafter):
     """
     def __init__(self, draft: Model, target: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = True, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
         ...
+    def memory(self) -> dict:
+        """
+        Bytes of the draft model's context (its weights are the Model's).
+        """
+class FeatureDrafter(Drafter):
+    """
+            Base of the drafters that read the target's hidden states (mtp,
+            eagle3, dflash). They are bound to one Engine (its context captures
+            the features they read) and run a second llama.cpp context.
+        
+    """
+    def memory(self) -> dict:
+        """
+        Bytes the drafter holds beyond its weights: its KV cache and host feature buffers.
+        """
+    @property
+    def engine(self) -> ...:
+        ...
+class MtpDrafter(FeatureDrafter):
+    """
+            Drafts with the target's own MTP (next-token-prediction) layers; the
+            engine's Model must be loaded with load_mtp=True.
+        
+    """
+    def __init__(self, engine: ..., n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+        ...
+class Eagle3Drafter(FeatureDrafter):
+    """
+            Drafts with an EAGLE-3 head (GGUF architecture eagle3) built for the
+            engine's target; DraftMismatchError / VocabMismatchError otherwise.
+        
+    """
+    def __init__(self, engine: ..., head: Model, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+        ...
+class DFlashDrafter(FeatureDrafter):
+    """
+            Drafts a block per forward with a DFlash drafter (GGUF architecture
+            dflash) built for the engine's target; its memory keeps the features
+            of the last `window` target positions (0: the whole context).
+        
+    """
+    def __init__(self, engine: ..., drafter: Model, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, window: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    @property
+    def block_size(self) -> int:
+        ...
+    @property
+    def window(self) -> int:
+        ...
 class Engine:
     """
             A target context (KV cache) and the speculative decode loop.
@@ -103,9 +174,10 @@ class Engine:
               flash_attn: -1 auto, 0 off, 1 on (exact mode forces its own choice).
               type_k, type_v: KV cache types ("f16", "q8_0", ...).
               exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
+              n_rs_seq: recurrent-state snapshots for rolling back hybrid targets (-1: 16 for those, else 0).
         
     """
-    def __init__(self, model: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True) -> None:
+    def __init__(self, model: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_rs_seq: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
         ...
     def decode(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], chunk: typing.SupportsInt | typing.SupportsIndex = 512, all_logits: bool = True) -> numpy.typing.NDArray[numpy.float32]:
         """
@@ -122,6 +194,10 @@ class Engine:
     def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_predict: typing.SupportsInt | typing.SupportsIndex = 128, temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, draft_n_max: typing.SupportsInt | typing.SupportsIndex = 16, draft_n_min: typing.SupportsInt | typing.SupportsIndex = 0, ignore_eos: bool = False, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, spec_sampling: str = 'rejection') -> dict:
         """
         Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}. spec_sampling: 'rejection' (rejection sampling, the output follows the target's distribution) or 'equal' (accept-if-equal, the output equals plain sampling for the same seed).
+        """
+    def memory(self) -> dict:
+        """
+        Bytes of the target context: KV cache (recurrent state included) and compute buffers.
         """
     def reset(self) -> None:
         """
@@ -158,6 +234,10 @@ def acceptance_probability(p: typing.Annotated[numpy.typing.ArrayLike, numpy.flo
 def build_info() -> dict:
     """
     Build facts: llama.cpp commit, compiled backends, CPU features.
+    """
+def check_head_compatible(target: Model, draft: Model) -> None:
+    """
+    Raises DraftMismatchError / VocabMismatchError unless `draft` (eagle3 or dflash) was built for `target`.
     """
 def check_vocab_compatible(target: Model, draft: Model) -> None:
     """

@@ -23,7 +23,9 @@ from ._gguf import check_gguf
 from .errors import InvalidParameterError
 from .models import default_model_path
 
-SPEC_TYPES = ("none", "ngram", "draft")
+SPEC_TYPES = ("auto", "none", "ngram", "draft", "mtp", "eagle3", "dflash")
+# drafters that a draft file's GGUF architecture selects; any other architecture is a draft model
+HEAD_ARCHS = ("eagle3", "dflash")
 SPEC_SAMPLING = ("rejection", "equal")
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 DRAFT_N_MAX_LIMIT = 64
@@ -123,8 +125,15 @@ class LLM:
         that computes them, so speculation is lossless. "fast": llama.cpp's
         fastest kernels (weight repacking, batched GEMM); NOT exact: speculative
         output may differ from plain output.
-      draft_model: GGUF of a smaller model with the same vocabulary, for
-        spec_type="draft".
+      draft_model: a draft GGUF: a smaller model with the same vocabulary
+        (spec_type="draft"), an EAGLE-3 head (architecture eagle3,
+        spec_type="eagle3") or a DFlash drafter (architecture dflash,
+        spec_type="dflash") built for this target; the kind is read from the
+        file. A head built for another target raises DraftMismatchError.
+      mtp: load the target's MTP (next-token-prediction) layers for
+        spec_type="mtp". None: when the GGUF has them.
+      dflash_window: target positions whose features a DFlash drafter keeps
+        in its KV cache (0: the whole context).
       chat_template: a chat template or the name of one of llama.cpp's built-in
         templates ("chatml", "gemma", "llama3", ...); None: the GGUF's own.
       verbose: echo llama.cpp's log.
@@ -138,6 +147,7 @@ class LLM:
                  n_gpu_layers: int = 0, n_threads: Optional[int] = None, n_batch: int = 512,
                  flash_attn: Optional[bool] = None, type_k: str = "f16", type_v: str = "f16",
                  kernels: str = "exact", draft_model: Optional[Union[str, os.PathLike]] = None,
+                 mtp: Optional[bool] = None, dflash_window: int = 4096,
                  chat_template: Optional[str] = None, verbose: bool = False):
         if kernels not in ("exact", "fast"):
             raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
@@ -152,28 +162,55 @@ class LLM:
             raise InvalidParameterError(
                 f"n_gpu_layers={n_gpu_layers} but this pyspec build has no GPU backend; "
                 "rebuild with PYSPEC_CUDA=1 (see README) or use n_gpu_layers=0")
+        if not isinstance(dflash_window, int) or dflash_window < 0:
+            raise InvalidParameterError(f"dflash_window must be an integer >= 0 (0: the whole context), "
+                                        f"got {dflash_window!r}")
         _core.set_verbose(verbose)
         path = check_gguf(model_path) if model_path is not None else default_model_path()
         self.model_path = str(path)
         self.kernels = kernels
         self.chat_template = chat_template
         self.n_threads = n_threads or int(os.environ.get("PYSPEC_THREADS", 0)) or os.cpu_count() or 1
-        self._model = _core.Model(self.model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
+        meta = dict(_core.model_info(self.model_path))
+        if meta["architecture"] in HEAD_ARCHS:
+            raise InvalidParameterError(
+                f"'{self.model_path}' is a {meta['architecture']} drafter, not a model that generates on its own; "
+                f"pass it as draft_model= (-md) beside its target")
+        has_mtp = int(meta["n_layer_nextn"]) > 0
+        if mtp and not has_mtp:
+            raise InvalidParameterError(f"mtp=True but '{self.model_path}' has no MTP layers "
+                                        f"({meta['architecture']}.nextn_predict_layers is 0)")
+        load_mtp = has_mtp and mtp is not False
+        self._model = _core.Model(self.model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"),
+                                  load_mtp=load_mtp)
         fa = -1 if flash_attn is None else int(bool(flash_attn))
         self._engine = _core.Engine(self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
                                     flash_attn=fa, type_k=type_k, type_v=type_v, exact=(kernels == "exact"))
         self._lock = threading.Lock()
         self.draft_model_path: Optional[str] = None
-        self._draft_drafter = None
+        # spec_type -> drafter; the first of draft-file kind, then mtp, is the "auto" choice
+        self._drafters: dict = {}
+        self._draft_model = None
         if draft_model is not None:
             dpath = check_gguf(draft_model, what="draft model")
             self.draft_model_path = str(dpath)
+            darch = dict(_core.model_info(self.draft_model_path))["architecture"]
             # The drafter runs with the same kernels as the target: then a draft
             # model identical to the target agrees with it on every token.
             dmodel = _core.Model(self.draft_model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
-            self._draft_drafter = _core.DraftModelDrafter(dmodel, self._model, n_ctx=n_ctx,
-                                                          n_threads=self.n_threads, exact=(kernels == "exact"),
-                                                          flash_attn=fa)
+            self._draft_model = dmodel
+            if darch == "eagle3":
+                self._drafters["eagle3"] = _core.Eagle3Drafter(self._engine, dmodel, n_threads=self.n_threads,
+                                                               flash_attn=fa)
+            elif darch == "dflash":
+                self._drafters["dflash"] = _core.DFlashDrafter(self._engine, dmodel, n_threads=self.n_threads,
+                                                               flash_attn=fa, window=dflash_window)
+            else:
+                self._drafters["draft"] = _core.DraftModelDrafter(dmodel, self._model, n_ctx=n_ctx,
+                                                                  n_threads=self.n_threads,
+                                                                  exact=(kernels == "exact"), flash_attn=fa)
+        if load_mtp:
+            self._drafters["mtp"] = _core.MtpDrafter(self._engine, n_threads=self.n_threads, flash_attn=fa)
 
     # ---- tokenizer ----
     @property
@@ -202,9 +239,28 @@ class LLM:
         return self._model.apply_chat_template(pairs, add_generation_prompt, self.chat_template or "")
 
     # ---- generation ----
+    @property
+    def spec_types(self) -> list:
+        """The spec_type values this LLM can generate with; "auto" picks the first drafter of
+        draft, eagle3, dflash (from the draft file) or mtp (the target's own layers), else none."""
+        return ["auto", "none", "ngram"] + list(self._drafters)
+
+    def memory(self, spec_type: Optional[str] = None) -> dict:
+        """Bytes this LLM holds, by part: weights, the target's KV cache and compute buffers, and
+        for the drafter of `spec_type` (None: the auto choice) its weights (0 for mtp: its layers
+        are in the target's weights), KV cache, compute buffers and host feature buffers (a bound).
+        """
+        name = self.auto_spec_type() if spec_type in (None, "auto") else spec_type
+        return _memory_dict(self._model, self._engine, name, self._drafters.get(name), self._draft_model,
+                            self.n_ctx)
+
+    def auto_spec_type(self) -> str:
+        """What spec_type="auto" (the default) resolves to."""
+        return next(iter(self._drafters), "none")
+
     def _drafter(self, spec_type: Optional[str], ngram_n: int, ngram_n_min: int):
-        if spec_type is None:
-            spec_type = "draft" if self._draft_drafter is not None else "none"
+        if spec_type is None or spec_type == "auto":
+            spec_type = self.auto_spec_type()
         if spec_type not in SPEC_TYPES:
             raise InvalidParameterError(
                 f"unknown spec_type {spec_type!r}; expected one of {', '.join(SPEC_TYPES)}")
@@ -212,10 +268,14 @@ class LLM:
             return spec_type, None
         if spec_type == "ngram":
             return spec_type, _core.NgramDrafter(ngram_n, ngram_n if ngram_n_min is None else ngram_n_min)
-        if self._draft_drafter is None:
-            raise InvalidParameterError("spec_type='draft' needs a draft model: LLM(..., draft_model='small.gguf') "
-                                        "or -md small.gguf on the command line")
-        return spec_type, self._draft_drafter
+        if spec_type not in self._drafters:
+            how = {"draft": "a draft model: LLM(..., draft_model='small.gguf') (-md small.gguf)",
+                   "eagle3": "an EAGLE-3 head GGUF built for this target: LLM(..., draft_model='eagle3.gguf')",
+                   "dflash": "a DFlash drafter GGUF built for this target: LLM(..., draft_model='dflash.gguf')",
+                   "mtp": "a target with MTP layers (<arch>.nextn_predict_layers > 0), loaded with mtp=None/True"}
+            have = ", ".join(self.spec_types)
+            raise InvalidParameterError(f"spec_type={spec_type!r} needs {how[spec_type]}; this LLM has: {have}")
+        return spec_type, self._drafters[spec_type]
 
     def _prompt_tokens(self, prompt: Prompt, add_special: bool, parse_special: bool) -> list:
         if isinstance(prompt, str):
@@ -272,8 +332,10 @@ class LLM:
             llama.cpp's penalties over the last penalty_last_n tokens (prompt
             included; 0: off, -1: the whole context); 1.0 / 0.0 / 0.0 are off.
           seed: the sampling seed (None: random; the one used is in the result).
-          spec_type: "none", "ngram" or "draft" (None: "draft" when a draft model
-            is loaded, else "none").
+          spec_type: "none", "ngram", "draft", "mtp", "eagle3", "dflash" or
+            "auto" (= None, the default: the draft file's kind when one is
+            loaded, else "mtp" when the target has MTP layers, else "none";
+            see LLM.spec_types).
           draft_n_max, draft_n_min: longest draft per step (0..64); shorter drafts
             than draft_n_min are not verified.
           ngram_n, ngram_n_min: the n-gram drafter looks up the last ngram_n tokens,
@@ -399,6 +461,55 @@ def _check_sampling(spec_sampling: str, penalty_last_n: int) -> None:
             f"penalty_last_n must be an integer >= -1 (0 = off, -1 = the whole context), got {penalty_last_n!r}")
 
 
+def _memory_dict(model, engine, spec_type: str, drafter, draft_model, n_ctx: int) -> dict:
+    em = engine.memory()
+    r = {"n_ctx": n_ctx, "spec_type": spec_type, "weights_bytes": model.size_bytes,
+         "target_kv_bytes": em["kv_bytes"], "target_compute_bytes": em["compute_bytes"],
+         "draft_weights_bytes": 0, "draft_kv_bytes": 0, "draft_compute_bytes": 0, "draft_buffer_bytes": 0}
+    if drafter is not None and hasattr(drafter, "memory"):
+        dm = drafter.memory()
+        r.update(draft_kv_bytes=dm["kv_bytes"], draft_compute_bytes=dm["compute_bytes"],
+                 draft_buffer_bytes=dm["buffer_bytes"])
+        if spec_type in ("draft", "eagle3", "dflash") and draft_model is not None:
+            r["draft_weights_bytes"] = draft_model.size_bytes
+    r["total_bytes"] = sum(v for k, v in r.items() if k.endswith("_bytes"))
+    return r
+
+
+def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
+                  draft_model: Optional[Union[str, os.PathLike]] = None, n_ctx: int = 4096, n_batch: int = 512,
+                  type_k: str = "f16", type_v: str = "f16", dflash_window: int = 4096,
+                  spec_type: Optional[str] = None) -> dict:
+    """The memory an LLM with these settings would hold (LLM.memory's figures), computed by
+    llama.cpp from the files' metadata with simulated allocations: nothing is loaded, so any
+    n_ctx can be asked for. spec_type: which drafter to size (None: the auto choice)."""
+    if not isinstance(n_ctx, int) or n_ctx < 8:
+        raise InvalidParameterError(f"n_ctx must be an integer >= 8, got {n_ctx!r}")
+    path = str(check_gguf(model_path) if model_path is not None else default_model_path())
+    meta = dict(_core.model_info(path))
+    has_mtp = int(meta["n_layer_nextn"]) > 0
+    model = _core.Model(path, no_alloc=True, load_mtp=has_mtp)
+    engine = _core.Engine(model, n_ctx=n_ctx, n_batch=n_batch, type_k=type_k, type_v=type_v)
+    drafters, dmodel = {}, None
+    if draft_model is not None:
+        dpath = str(check_gguf(draft_model, what="draft model"))
+        darch = dict(_core.model_info(dpath))["architecture"]
+        dmodel = _core.Model(dpath, no_alloc=True)
+        if darch == "eagle3":
+            drafters["eagle3"] = _core.Eagle3Drafter(engine, dmodel)
+        elif darch == "dflash":
+            drafters["dflash"] = _core.DFlashDrafter(engine, dmodel, window=dflash_window)
+        else:
+            drafters["draft"] = _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx)
+    if has_mtp:
+        drafters["mtp"] = _core.MtpDrafter(engine)
+    name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
+    if name not in drafters and name not in ("none", "ngram"):
+        raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "
+                                    f"have: {', '.join(['none', 'ngram', *drafters])}")
+    return _memory_dict(model, engine, name, drafters.get(name), dmodel, n_ctx)
+
+
 def model_info(path: Union[str, os.PathLike]) -> dict:
     """A GGUF's metadata without loading its weights, plus the speculation methods it supports."""
     p = check_gguf(path)
@@ -410,10 +521,13 @@ def model_info(path: Union[str, os.PathLike]) -> dict:
     info["chat_template"] = info["chat_template"] == "true"
     info["path"] = str(p)
     info["file_bytes"] = p.stat().st_size
-    # As a target, any model can use n-gram lookup or a separate draft model;
-    # MTP needs the model's own next-token-prediction layers.
-    methods = ["none", "ngram", "draft"]
-    if info["n_layer_nextn"] > 0:
-        methods.append("mtp")
-    info["spec_types"] = methods
+    # As a target, any model can use n-gram lookup, a separate draft model,
+    # or an EAGLE-3 / DFlash drafter built for it; MTP needs the model's own
+    # next-token-prediction layers. An eagle3 / dflash file is a drafter.
+    if info["architecture"] in HEAD_ARCHS:
+        info["role"] = "drafter"
+        info["spec_types"] = [info["architecture"]]
+    else:
+        info["role"] = "target"
+        info["spec_types"] = ["none", "ngram", "draft", "eagle3", "dflash"] + (["mtp"] if info["n_layer_nextn"] else [])
     return info

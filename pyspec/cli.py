@@ -61,12 +61,18 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
     g.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
     s = p.add_argument_group("speculation")
-    s.add_argument("--spec-type", choices=["none", "ngram", "draft"], default=None,
-                   help="drafter (default: draft when -md is given, else none)")
+    s.add_argument("--spec-type", choices=["auto", "none", "ngram", "draft", "mtp", "eagle3", "dflash"],
+                   default="auto",
+                   help="drafter (default: auto = the kind of the -md file (draft model, eagle3 head, dflash "
+                        "drafter), else mtp when the model has MTP layers, else none)")
     s.add_argument("--spec-sampling", choices=["rejection", "equal"], default="rejection",
                    help="at temperature > 0: rejection sampling (default; the output follows the target's "
                         "distribution) or accept-if-equal (the output equals plain sampling for the same seed)")
-    s.add_argument("-md", "--spec-draft-model", "--model-draft", dest="draft_model", help="draft model GGUF")
+    s.add_argument("-md", "--spec-draft-model", "--model-draft", dest="draft_model",
+                   help="draft GGUF: a draft model, an EAGLE-3 head or a DFlash drafter for the target")
+    s.add_argument("--no-mtp", action="store_true", help="do not load the model's MTP layers")
+    s.add_argument("--dflash-window", type=int, default=4096,
+                   help="target positions a DFlash drafter keeps features of (default: %(default)s, 0 = all)")
     s.add_argument("--spec-draft-n-max", "--draft-max", type=int, default=16, dest="draft_n_max",
                    help="longest draft per step, 0..64 (default: %(default)s)")
     s.add_argument("--spec-draft-n-min", "--draft-min", type=int, default=0, dest="draft_n_min",
@@ -82,7 +88,9 @@ def _load(args):
     fa = {"on": True, "off": False, "auto": None}[args.flash_attn]
     return LLM(args.model, n_ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
                n_batch=args.batch_size, flash_attn=fa, type_k=args.cache_type_k, type_v=args.cache_type_v,
-               kernels=args.kernels, draft_model=getattr(args, "draft_model", None), verbose=args.verbose)
+               kernels=args.kernels, draft_model=getattr(args, "draft_model", None),
+               mtp=False if getattr(args, "no_mtp", False) else None,
+               dflash_window=getattr(args, "dflash_window", 4096), verbose=args.verbose)
 
 
 def _gen_kwargs(args) -> dict:
@@ -160,16 +168,33 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .api import model_info
+    from .api import memory_report, model_info
     info = model_info(args.model_file)
+    if info["role"] == "target":
+        mem = memory_report(args.model_file, draft_model=args.draft_model, n_ctx=args.ctx_size,
+                            dflash_window=args.dflash_window)
+        info["memory"] = mem
+        if args.draft_model:
+            dinfo = model_info(args.draft_model)
+            info["draft"] = {k: dinfo[k] for k in ("path", "architecture", "role", "n_embd", "n_layer")}
     if args.json:
         print(json.dumps(info))
         return 0
     width = max(len(k) for k in info)
     for k, v in info.items():
+        if k == "memory":
+            continue
         if isinstance(v, list):
             v = ", ".join(map(str, v))
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
         print(f"{k:<{width}}  {v}")
+    if "memory" in info:
+        m = info["memory"]
+        print(f"\nmemory at n_ctx={m['n_ctx']} (spec_type {m['spec_type']}; computed, nothing allocated):")
+        for k, v in m.items():
+            if k.endswith("_bytes"):
+                print(f"  {k[:-6]:<16} {v / 2**20:10.1f} MiB")
     return 0
 
 
@@ -180,7 +205,8 @@ def cmd_demo(args) -> int:
     kw = _gen_kwargs(args)
     base = llm.generate(prompt, **{**kw, "spec_type": "none"})
     kw["seed"] = base.seed  # the same seed for both runs
-    spec_type = args.spec_type if args.spec_type not in (None, "none") else "ngram"
+    auto = llm.auto_spec_type()
+    spec_type = args.spec_type if args.spec_type not in (None, "none", "auto") else (auto if auto != "none" else "ngram")
     spec = llm.generate(prompt, **{**kw, "spec_type": spec_type})
     print(f"model: {llm.model_path} (kernels: {llm.kernels})")
     print("--- prompt ---")
@@ -216,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
     i = sub.add_parser("info", help="describe a GGUF model and the speculation methods it supports")
     i.add_argument("model_file")
+    i.add_argument("-md", "--spec-draft-model", dest="draft_model",
+                   help="a draft GGUF to check against the model and size (draft model, eagle3, dflash)")
+    i.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size for the memory report")
+    i.add_argument("--dflash-window", type=int, default=4096, help="DFlash feature window (0: the context)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
     d = sub.add_parser("demo", help="default model: plain vs speculative decoding, side by side")

@@ -17,6 +17,12 @@ class VocabMismatchError(PyspecError):
     """A draft model's vocabulary differs from the target's."""
 
 
+class DraftMismatchError(PyspecError):
+    """A drafter (EAGLE-3 head, DFlash drafter, MTP layers) does not fit the
+    target: another hidden size, target layers it does not have, or a file
+    that is not a drafter of the requested kind."""
+
+
 class ContextOverflowError(PyspecError):
     """The request does not fit into the context window."""
 
@@ -35,5 +41,5 @@ class GenerationInterrupted(PyspecError):
 
 __all__ = [
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError",
-    "ContextOverflowError", "InvalidParameterError", "DecodeError", "GenerationInterrupted",
+    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "DecodeError", "GenerationInterrupted",
 ]

@@ -56,7 +56,8 @@ def test_info(tiny_target):
     d = json.loads(r.stdout)
     assert d["architecture"] == "llama" and d["n_vocab"] > 256 and d["n_layer"] == 2
     assert d["n_params"] > 0 and d["n_ctx_train"] == 2048
-    assert d["spec_types"] == ["none", "ngram", "draft"]
+    assert d["spec_types"] == ["none", "ngram", "draft", "eagle3", "dflash"] and d["role"] == "target"
+    assert d["memory"]["n_ctx"] == 4096 and d["memory"]["target_kv_bytes"] > 0
     text = pyspec_cli("info", tiny_target).stdout
     assert "architecture" in text and "spec_types" in text
 

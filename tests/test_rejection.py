@@ -347,7 +347,7 @@ def test_speculative_sampling_keeps_the_distribution_end_to_end(llm):
     for s in range(n):
         r = eng.generate(prompt, n_predict=k, seed=s, **E2E)
         plain[index(r["tokens"])] = plain.get(index(r["tokens"]), 0) + 1
-        r = eng.generate(prompt, n_predict=k, seed=n + s, draft_n_max=2, drafter=llm._draft_drafter, **E2E)
+        r = eng.generate(prompt, n_predict=k, seed=n + s, draft_n_max=2, drafter=llm._drafters["draft"], **E2E)
         spec[index(r["tokens"])] = spec.get(index(r["tokens"]), 0) + 1
         drafted += r["stats"]["draft_n"]
         accepted += r["stats"]["draft_n_accepted"]

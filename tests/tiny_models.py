@@ -32,6 +32,21 @@ def vocab(variant: int = 0):
     return tokens, scores, types
 
 
+def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0) -> int:
+    """Writes the tokenizer metadata of vocab(variant); returns the vocabulary size."""
+    tokens, scores, types = vocab(variant)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    return len(tokens)
+
+
 def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, dtype: str = "f32",
                 vocab_variant: int = 0, arch: str = "llama", scale: float = 0.5, perturb: float = 0.0,
@@ -44,8 +59,7 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     """
     rng = np.random.default_rng(seed)
     noise = np.random.default_rng(perturb_seed)
-    tokens, scores, types = vocab(vocab_variant)
-    n_vocab = len(tokens)
+    n_vocab = len(vocab(vocab_variant)[0])
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(f"tiny-{arch}-{seed}")
     w.add_context_length(n_ctx)
@@ -58,15 +72,7 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     w.add_rope_dimension_count(n_embd // n_head)
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
+    add_tokenizer(w, vocab_variant)
 
     def mat(name: str, rows: int, cols: int) -> None:
         a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)

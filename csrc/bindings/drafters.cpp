@@ -3,6 +3,7 @@
 
 #include "bindings/bindings.h"
 #include "drafters/draft_model.h"
+#include "drafters/heads.h"
 #include "drafters/ngram.h"
 #include "engine/error.h"
 
@@ -71,7 +72,80 @@ void register_drafters(py::module_ & m) {
              }),
              py::arg("draft"), py::arg("target"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0,
              py::arg("p_min") = 0.0f, py::arg("exact") = true, py::arg("flash_attn") = -1,
-             py::keep_alive<1, 2>());
+             py::keep_alive<1, 2>())
+        .def("memory", [](const DraftModelDrafter & d) {
+                 const ContextMemory m = d.memory();
+                 py::dict r;
+                 r["kv_bytes"] = m.kv_bytes;
+                 r["compute_bytes"] = m.compute_bytes;
+                 r["buffer_bytes"] = size_t(0);
+                 r["buffer_bytes_used"] = size_t(0);
+                 return r;
+             }, "Bytes of the draft model's context (its weights are the Model's).");
+
+    auto head_params = [](int32_t n_threads, float p_min, int32_t flash_attn, uint32_t window) {
+        HeadParams p;
+        p.n_threads = n_threads;
+        p.p_min = p_min;
+        p.flash_attn = flash_attn;
+        p.window = window;
+        return p;
+    };
+    py::class_<FeatureDrafter, Drafter, std::shared_ptr<FeatureDrafter>>(m, "FeatureDrafter", R"pbdoc(
+        Base of the drafters that read the target's hidden states (mtp,
+        eagle3, dflash). They are bound to one Engine (its context captures
+        the features they read) and run a second llama.cpp context.
+    )pbdoc")
+        .def("memory", [](const FeatureDrafter & d) {
+                 const DraftMemory m = d.memory();
+                 py::dict r;
+                 r["kv_bytes"] = m.kv_bytes;
+                 r["compute_bytes"] = m.compute_bytes;
+                 r["buffer_bytes"] = m.buffer_bytes;
+                 r["buffer_bytes_used"] = m.buffer_bytes_used;
+                 return r;
+             }, "Bytes the drafter holds beyond its weights: its KV cache and host feature buffers.")
+        .def_property_readonly("engine", &FeatureDrafter::target);
+    py::class_<MtpDrafter, FeatureDrafter, std::shared_ptr<MtpDrafter>>(m, "MtpDrafter", R"pbdoc(
+        Drafts with the target's own MTP (next-token-prediction) layers; the
+        engine's Model must be loaded with load_mtp=True.
+    )pbdoc")
+        .def(py::init([head_params](std::shared_ptr<Engine> engine, int32_t n_threads, float p_min, int32_t flash_attn) {
+                 py::gil_scoped_release nogil;
+                 return std::make_shared<MtpDrafter>(std::move(engine), head_params(n_threads, p_min, flash_attn, 0));
+             }),
+             py::arg("engine"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f, py::arg("flash_attn") = -1);
+    py::class_<Eagle3Drafter, FeatureDrafter, std::shared_ptr<Eagle3Drafter>>(m, "Eagle3Drafter", R"pbdoc(
+        Drafts with an EAGLE-3 head (GGUF architecture eagle3) built for the
+        engine's target; DraftMismatchError / VocabMismatchError otherwise.
+    )pbdoc")
+        .def(py::init([head_params](std::shared_ptr<Engine> engine, std::shared_ptr<Model> head, int32_t n_threads,
+                                    float p_min, int32_t flash_attn) {
+                 py::gil_scoped_release nogil;
+                 return std::make_shared<Eagle3Drafter>(std::move(engine), std::move(head),
+                                                        head_params(n_threads, p_min, flash_attn, 0));
+             }),
+             py::arg("engine"), py::arg("head"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f,
+             py::arg("flash_attn") = -1);
+    py::class_<DFlashDrafter, FeatureDrafter, std::shared_ptr<DFlashDrafter>>(m, "DFlashDrafter", R"pbdoc(
+        Drafts a block per forward with a DFlash drafter (GGUF architecture
+        dflash) built for the engine's target; its memory keeps the features
+        of the last `window` target positions (0: the whole context).
+    )pbdoc")
+        .def(py::init([head_params](std::shared_ptr<Engine> engine, std::shared_ptr<Model> drafter, int32_t n_threads,
+                                    float p_min, int32_t flash_attn, uint32_t window) {
+                 py::gil_scoped_release nogil;
+                 return std::make_shared<DFlashDrafter>(std::move(engine), std::move(drafter),
+                                                        head_params(n_threads, p_min, flash_attn, window));
+             }),
+             py::arg("engine"), py::arg("drafter"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f,
+             py::arg("flash_attn") = -1, py::arg("window") = 0)
+        .def_property_readonly("block_size", &DFlashDrafter::block_size)
+        .def_property_readonly("window", &DFlashDrafter::window);
+    m.def("check_head_compatible", [](const Model & target, const Model & draft) {
+              check_head_compatible(target, draft);
+          }, py::arg("target"), py::arg("draft"),
+          "Raises DraftMismatchError / VocabMismatchError unless `draft` (eagle3 or dflash) was built for `target`.");
 }
 
 }  // namespace pyspec

@@ -39,9 +39,10 @@ void register_engine(py::module_ & m) {
           flash_attn: -1 auto, 0 off, 1 on (exact mode forces its own choice).
           type_k, type_v: KV cache types ("f16", "q8_0", ...).
           exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
+          n_rs_seq: recurrent-state snapshots for rolling back hybrid targets (-1: 16 for those, else 0).
     )pbdoc")
         .def(py::init([](std::shared_ptr<Model> model, uint32_t n_ctx, uint32_t n_batch, int32_t n_threads,
-                         int32_t flash_attn, std::string type_k, std::string type_v, bool exact) {
+                         int32_t flash_attn, std::string type_k, std::string type_v, bool exact, int32_t n_rs_seq) {
                  ContextParams p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -50,6 +51,7 @@ void register_engine(py::module_ & m) {
                  p.type_k = std::move(type_k);
                  p.type_v = std::move(type_v);
                  p.exact = exact;
+                 p.n_rs_seq = n_rs_seq;
                  py::gil_scoped_release nogil;
                  auto e = std::make_shared<Engine>(std::move(model), p);
                  e->should_stop = [] {
@@ -61,7 +63,7 @@ void register_engine(py::module_ & m) {
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_threads") = 0,
              py::arg("flash_attn") = -1, py::arg("type_k") = "f16", py::arg("type_v") = "f16",
-             py::arg("exact") = true)
+             py::arg("exact") = true, py::arg("n_rs_seq") = -1)
         .def("generate",
              [](Engine & e, const std::vector<llama_token> & prompt, int32_t n_predict, float temperature,
                 int32_t top_k, float top_p, float min_p, uint64_t seed, int32_t draft_n_max, int32_t draft_n_min,
@@ -138,6 +140,13 @@ void register_engine(py::module_ & m) {
         .def_property_readonly("n_past", &Engine::n_past)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("exact", [](const Engine & e) { return e.params().exact; })
+        .def("memory", [](const Engine & e) {
+                 const ContextMemory m = e.memory();
+                 py::dict r;
+                 r["kv_bytes"] = m.kv_bytes;
+                 r["compute_bytes"] = m.compute_bytes;
+                 return r;
+             }, "Bytes of the target context: KV cache (recurrent state included) and compute buffers.")
         .def("device_argmax_available", &Engine::device_argmax_available,
              "Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off).")
         .def_property_readonly("model", &Engine::model);

@@ -17,6 +17,8 @@ void register_errors(py::module_ &) {
             raise_as("ModelLoadError", e);
         } catch (const VocabMismatchError & e) {
             raise_as("VocabMismatchError", e);
+        } catch (const DraftMismatchError & e) {
+            raise_as("DraftMismatchError", e);
         } catch (const ContextOverflowError & e) {
             raise_as("ContextOverflowError", e);
         } catch (const InvalidParameterError & e) {

@@ -15,19 +15,32 @@ void register_model(py::module_ & m) {
           n_gpu_layers: layers to offload to a GPU (-1: all).
           repack: allow weight repacking (faster, not batch-invariant).
           use_mmap: map the file instead of reading it.
+          load_mtp: also load the MTP ("nextn") layers, for the mtp drafter.
+          no_alloc: metadata only, allocations simulated: contexts made on it
+            report their memory (Engine.memory) but cannot run.
     )pbdoc")
-        .def(py::init([](const std::string & path, int32_t n_gpu_layers, bool repack, bool use_mmap) {
+        .def(py::init([](const std::string & path, int32_t n_gpu_layers, bool repack, bool use_mmap, bool load_mtp,
+                         bool no_alloc) {
                  ModelParams p;
                  p.n_gpu_layers = n_gpu_layers;
                  p.repack = repack;
                  p.use_mmap = use_mmap;
+                 p.load_mtp = load_mtp;
+                 p.no_alloc = no_alloc;
                  py::gil_scoped_release nogil;
                  return std::make_shared<Model>(path, p);
              }),
-             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("repack") = false, py::arg("use_mmap") = true)
+             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("repack") = false, py::arg("use_mmap") = true,
+             py::arg("load_mtp") = false, py::arg("no_alloc") = false)
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_vocab", &Model::n_vocab)
         .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
+        .def_property_readonly("n_embd", &Model::n_embd)
+        .def_property_readonly("n_layer", &Model::n_layer)
+        .def_property_readonly("n_layer_nextn", &Model::n_layer_nextn,
+                               "MTP layers loaded (0 unless loaded with load_mtp=True)")
+        .def_property_readonly("arch", &Model::arch)
+        .def_property_readonly("size_bytes", &Model::size_bytes, "Bytes of the loaded weights.")
         .def_property_readonly("repack", [](const Model & mdl) { return mdl.params().repack; })
         .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = true,
              py::arg("parse_special") = false, "Text to token ids.")

@@ -1,7 +1,7 @@
 #include "drafters/draft_model.h"
+#include "drafters/pick.h"
 
 #include <algorithm>
-#include <cmath>
 #include <thread>
 
 #include "engine/engine.h"
@@ -68,15 +68,8 @@ Draft DraftModelDrafter::draft(int32_t n_max) {
     if (history_.size() + size_t(n_max) >= llama_n_ctx(ctx_.get())) return d;  // no room: no draft
     sync_cache();
     const int32_t n_vocab = model_->n_vocab();
-    const bool sample = sampling_.temperature > 0.0f;
-    // penalties read the committed history and the tokens drafted so far
     const size_t n_history = history_.size();
-    size_t tail = 0;
-    if (penalties_active(sampling_)) {
-        tail = sampling_.penalty_last_n < 0 ? n_history : std::min(n_history, size_t(sampling_.penalty_last_n));
-    }
-    std::vector<llama_token> context(history_.end() - tail, history_.end());
-    std::vector<float> scratch;
+    DraftPicker picker(sampling_, history_);
     llama_token cur = history_.back();
     for (int32_t i = 0; i < n_max; ++i) {
         batch_.clear();
@@ -85,33 +78,9 @@ Draft DraftModelDrafter::draft(int32_t n_max) {
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
         cached_.push_back(cur);
         const float * logits = llama_get_logits_ith(ctx_.get(), 0);
-        if (p_.p_min > 0.0f && i > 0) {
-            // stop when the drafter's top probability (raw softmax) is below p_min
-            int32_t best = 0;
-            for (int32_t t = 1; t < n_vocab; ++t) {
-                if (logits[t] > logits[best]) best = t;
-            }
-            double sum = 0.0;
-            for (int32_t t = 0; t < n_vocab; ++t) sum += std::exp(double(logits[t] - logits[best]));
-            if (1.0 / sum < p_.p_min) break;
-        }
-        llama_token next;
-        const uint64_t pos = uint64_t(n_history + size_t(i));  // absolute position of the drafted token
-        if (sample) {
-            // x ~ q, q under the target's temperature, truncation and penalties
-            Candidates q = sampling_distribution(logits, n_vocab, sampling_, context.data(), context.size());
-            next = q.ids[sample_index(q, counter_uniform(sampling_.seed, pos, kStreamDraft))];
-            d.q.push_back(std::move(q));
-        } else {
-            const float * row = penalized_logits(logits, n_vocab, sampling_, context.data(), context.size(), scratch);
-            next = 0;
-            for (int32_t t = 1; t < n_vocab; ++t) {
-                if (row[t] > row[next]) next = t;
-            }
-        }
-        d.tokens.push_back(next);
-        context.push_back(next);
-        cur = next;
+        // stop when the drafter's top probability (raw softmax) is below p_min
+        if (p_.p_min > 0.0f && i > 0 && DraftPicker::top_probability(logits, n_vocab) < p_.p_min) break;
+        cur = picker.pick(logits, n_vocab, uint64_t(n_history + size_t(i)), d);  // absolute position
     }
     return d;
 }

@@ -24,6 +24,7 @@ public:
     void  begin(const std::vector<llama_token> & prompt) override;
     Draft draft(int32_t n_max) override;
     void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
+    ContextMemory memory() const { return context_memory(ctx_.get()); }
 
 private:
     void sync_cache();  // make the drafter's memory hold exactly history_ (but its last token)

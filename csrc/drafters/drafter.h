@@ -4,7 +4,9 @@
 // Call order for one generation:
 //   set_sampling(params)               the target's sampling settings
 //   begin(prompt)                      once, with the prompt's tokens
-//   observe(outputs)                   after every target forward (optional use)
+//   observe(outputs)                   after every target forward of the
+//                                      generation, prompt chunks included
+//                                      (not after rollback replays)
 //   draft(n_max) -> Draft              before each verify step
 //   accept(n_accepted, emitted)        after each verify step: emitted = the
 //                                      accepted drafts followed by the target's
@@ -34,6 +36,7 @@ struct TargetOutputs {
     int32_t             n_tokens = 0;
     int32_t             pos0 = 0;          // position of tokens[0]
     llama_context *     ctx = nullptr;     // the target context, read-only use
+    bool                prompt = false;    // a chunk of the prompt (else a verify batch)
 };
 
 class Drafter {

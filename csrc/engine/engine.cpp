@@ -51,6 +51,7 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     cp.n_batch = std::max<uint32_t>(params.n_batch, 65);  // room for a 64-token draft + 1
     cp.n_ubatch = cp.n_batch;
     cp.n_seq_max = 1;
+    cp.n_rs_seq = uint32_t(params.n_rs_seq >= 0 ? params.n_rs_seq : (target_->needs_checkpoints() ? 16 : 0));
     // every row of a verify batch may be sampled on the device
     cp.n_outputs_max_per_seq = cp.n_batch;
     const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
@@ -142,14 +143,16 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
     return out;
 }
 
-void Engine::prefill(const std::vector<llama_token> & prompt) {
+void Engine::prefill(const std::vector<llama_token> & prompt, Drafter * observer) {
     if (size_t(n_past()) + prompt.size() > n_ctx())
         throw ContextOverflowError(std::to_string(n_past()) + " tokens in memory + " +
                                    std::to_string(prompt.size()) + " new exceed n_ctx=" + std::to_string(n_ctx()));
     const size_t chunk = size_t(batch_.capacity());
     for (size_t i = 0; i < prompt.size(); i += chunk) {
         const size_t n = std::min(prompt.size() - i, chunk);
+        const int32_t pos0 = n_past();
         submit(prompt.data() + i, n, false, i + n == prompt.size(), "prompt");
+        if (observer) observer->observe({prompt.data() + i, int32_t(n), pos0, ctx_.get(), true});
         if (should_stop && i + n < prompt.size() && should_stop()) throw Interrupted("interrupted");
     }
 }
@@ -221,28 +224,33 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     GenerateResult res;
     Stats & st = res.stats;
     reset();
-    const bool use_ckpt = drafter && (force_checkpoints || target_->needs_checkpoints());
+    // Recurrent state rolls back through llama.cpp's snapshots when the draft
+    // fits in them, else through a state checkpoint taken before each verify.
+    const bool use_ckpt =
+        drafter && (force_checkpoints || (target_->needs_checkpoints() &&
+                                          uint32_t(gp.draft_n_max) > llama_n_rs_seq(ctx_.get())));
     // Greedy without penalties on a GPU: the argmax runs on the device.
     const bool dev_argmax =
         device_argmax_ok_ && gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling);
     use_device_argmax(dev_argmax);
 
-    // Prompt: the first generated token comes from its last row.
-    auto t0 = Clock::now();
-    prefill(prompt);
-    st.prompt_n = int32_t(prompt.size());
-    llama_token next = dev_argmax ? device_token(-1)
-                                  : sample_token(llama_get_logits_ith(ctx_.get(), -1), n_vocab_, gp.sampling,
-                                                 uint64_t(n_past()), prompt.data(), prompt.size());
-    st.prompt_ms = ms_since(t0);
     const bool rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     if (drafter) {
         SamplingParams ds = gp.sampling;
         if (!rejection) ds.temperature = 0.0f;  // accept-if-equal: greedy drafts accept best
         drafter->set_sampling(ds);
         drafter->begin(prompt);
-        drafter->accept(0, {next});  // the first token, sampled from the prompt's last row
     }
+
+    // Prompt: the first generated token comes from its last row.
+    auto t0 = Clock::now();
+    prefill(prompt, drafter);
+    st.prompt_n = int32_t(prompt.size());
+    llama_token next = dev_argmax ? device_token(-1)
+                                  : sample_token(llama_get_logits_ith(ctx_.get(), -1), n_vocab_, gp.sampling,
+                                                 uint64_t(n_past()), prompt.data(), prompt.size());
+    if (drafter) drafter->accept(0, {next});  // the first token, sampled from the prompt's last row
+    st.prompt_ms = ms_since(t0);
 
     const auto t_gen = Clock::now();
     const double forward_prompt_ms = forward_ms_;

@@ -24,6 +24,11 @@ struct ContextParams {
     // Exact kernels: a token's logits do not depend on the batch that computes
     // them. Required for lossless speculation on the CPU.
     bool exact = true;
+    // Recurrent-state snapshots kept for rolling back hybrid / recurrent
+    // targets without a state checkpoint (-1: 16 for such targets, else 0;
+    // clamped to 0 by llama.cpp where the architecture has none). Drafts
+    // longer than this roll back through checkpoints.
+    int32_t n_rs_seq = -1;
 };
 
 // How drafts are verified at temperature > 0 (at temperature 0 both are the
@@ -94,6 +99,8 @@ public:
     // offloaded to a GPU; PYSPEC_DEVICE_ARGMAX=0 turns it off): no logits row
     // is copied to the host, only the token ids.
     bool device_argmax_available() const { return device_argmax_ok_; }
+    // Bytes of the target context: KV cache (and recurrent state), compute buffers.
+    ContextMemory memory() const { return context_memory(ctx_.get()); }
 
 private:
     // Fills batch_ with tokens at positions n_past().., logits for every
@@ -101,8 +108,9 @@ private:
     void submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what);
     void decode_batch(const char * what);
     void checkpoint();
-    // Prompt processing in batch-sized chunks, logits for the last token only.
-    void prefill(const std::vector<llama_token> & prompt);
+    // Prompt processing in batch-sized chunks, logits for the last token
+    // only; `observer` (a drafter) sees every chunk.
+    void prefill(const std::vector<llama_token> & prompt, Drafter * observer = nullptr);
     // Attaches (or detaches) the device-side greedy sampler of seq 0.
     void use_device_argmax(bool on);
     llama_token device_token(int32_t i);

@@ -13,6 +13,9 @@ struct Error : std::runtime_error {
 struct ModelLoadError : Error { using Error::Error; };
 // Target and drafter do not share a vocabulary.
 struct VocabMismatchError : Error { using Error::Error; };
+// A drafter (EAGLE-3, DFlash, MTP) was not built for this target: hidden
+// size, target layers or architecture do not match.
+struct DraftMismatchError : Error { using Error::Error; };
 // The request does not fit into the context window.
 struct ContextOverflowError : Error { using Error::Error; };
 // A parameter is out of range or inconsistent with another.

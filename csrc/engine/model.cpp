@@ -1,5 +1,7 @@
 #include "engine/model.h"
 
+#include "llama-ext.h"
+
 #include <cstring>
 
 #include "engine/error.h"
@@ -38,6 +40,11 @@ Model::Model(const std::string & path, const ModelParams & params) : path_(path)
     mp.n_gpu_layers = params.n_gpu_layers;
     mp.use_extra_bufts = params.repack;
     if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    mp.load_mtp = params.load_mtp;
+    if (params.no_alloc) {
+        mp.no_alloc = true;
+        mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    }
     model_.reset(llama_model_load_from_file(path.c_str(), mp));
     if (!model_) {
         std::string why = log_recent();
@@ -242,6 +249,19 @@ void quantize_model(const std::string & src, const std::string & dst, const std:
     log_clear_recent();
     if (llama_model_quantize(src.c_str(), dst.c_str(), &qp) != 0)
         throw ModelLoadError("quantizing '" + src + "' to " + type + " failed: " + log_recent());
+}
+
+}  // namespace pyspec
+
+namespace pyspec {
+
+ContextMemory context_memory(const llama_context * ctx) {
+    ContextMemory m;
+    for (const auto & [buft, b] : llama_get_memory_breakdown(ctx)) {
+        m.kv_bytes += b.context;
+        m.compute_bytes += b.compute;
+    }
+    return m;
 }
 
 }  // namespace pyspec

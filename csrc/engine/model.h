@@ -40,6 +40,11 @@ struct ModelParams {
     // logits with the batch width; exact mode turns it off.
     bool    repack = false;
     bool    use_mmap = true;
+    // Load the model's MTP ("nextn") layers, for the mtp drafter.
+    bool    load_mtp = false;
+    // Metadata only, allocations simulated (memory reports): contexts on it
+    // report their sizes and cannot run.
+    bool    no_alloc = false;
 };
 
 class Model {
@@ -54,6 +59,11 @@ public:
     int32_t n_vocab() const { return llama_vocab_n_tokens(vocab_); }
     int32_t n_ctx_train() const { return llama_model_n_ctx_train(model_.get()); }
     bool    is_eog(llama_token t) const { return llama_vocab_is_eog(vocab_, t); }
+    int32_t n_embd() const { return llama_model_n_embd(model_.get()); }
+    int32_t n_layer() const { return llama_model_n_layer(model_.get()); }
+    int32_t n_layer_nextn() const { return llama_model_n_layer_nextn(model_.get()); }
+    std::string arch() const { return meta("general.architecture"); }
+    uint64_t size_bytes() const { return llama_model_size(model_.get()); }
     // Recurrent or hybrid memory: dropping a suffix of positions may be refused.
     bool    needs_checkpoints() const;
 
@@ -74,6 +84,11 @@ private:
     ModelPtr model_;
     const llama_vocab * vocab_ = nullptr;
 };
+
+// Bytes a context holds, over all devices: its memory (KV cache, recurrent
+// state) and its compute buffers.
+struct ContextMemory { size_t kv_bytes = 0, compute_bytes = 0; };
+ContextMemory context_memory(const llama_context * ctx);
 
 // Throws VocabMismatchError naming the first difference (type, size, special
 // tokens, first differing token) when `draft` cannot draft for `target`.

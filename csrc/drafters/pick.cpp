@@ -1,0 +1,41 @@
+#include "drafters/pick.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace pyspec {
+
+DraftPicker::DraftPicker(const SamplingParams & p, const std::vector<llama_token> & history) : p_(p) {
+    size_t tail = 0;
+    if (penalties_active(p)) {
+        tail = p.penalty_last_n < 0 ? history.size() : std::min(history.size(), size_t(p.penalty_last_n));
+    }
+    context_.assign(history.end() - long(tail), history.end());
+}
+
+llama_token DraftPicker::pick(const float * logits, int32_t n_vocab, uint64_t pos, Draft & out) {
+    llama_token next = 0;
+    if (p_.temperature > 0.0f) {
+        // x ~ q, q under the target's temperature, truncation and penalties
+        Candidates q = sampling_distribution(logits, n_vocab, p_, context_.data(), context_.size());
+        next = q.ids[sample_index(q, counter_uniform(p_.seed, pos, kStreamDraft))];
+        out.q.push_back(std::move(q));
+    } else {
+        const float * row = penalized_logits(logits, n_vocab, p_, context_.data(), context_.size(), scratch_);
+        for (int32_t t = 1; t < n_vocab; ++t) {
+            if (row[t] > row[next]) next = t;
+        }
+    }
+    out.tokens.push_back(next);
+    context_.push_back(next);
+    return next;
+}
+
+double DraftPicker::top_probability(const float * logits, int32_t n_vocab) {
+    const float best = *std::max_element(logits, logits + n_vocab);
+    double sum = 0.0;
+    for (int32_t t = 0; t < n_vocab; ++t) sum += std::exp(double(logits[t] - best));
+    return 1.0 / sum;
+}
+
+}  // namespace pyspec

@@ -1,0 +1,212 @@
+"""MTP, EAGLE-3 and DFlash drafters (csrc/drafters/heads.*) on tiny random
+models that follow the pinned llama.cpp's tensor names and metadata:
+lossless output over draft lengths and prompts, hybrid-target rollback,
+auto-detection, wrong pairings, and the drafters' memory."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import pyspec
+import tiny_draft_heads as heads
+import tiny_models
+import tiny_mtp_models as mtp_models
+from conftest import PROMPTS
+from pyspec import _core
+
+DRAFT_LENGTHS = [1, 2, 4, 8, 15]
+N = 48
+
+
+@pytest.fixture(scope="module")
+def files(model_dir):
+    d = model_dir
+    return {
+        "target": tiny_models.write_llama(d / "h_target.gguf", seed=0),
+        "eagle3": heads.write_eagle3(d / "h_eagle3.gguf"),
+        "dflash": heads.write_dflash(d / "h_dflash.gguf", block_size=16),
+        "gemma3": heads.write_gemma3(d / "h_gemma3.gguf"),
+        "dflash_gemma3": heads.write_dflash(d / "h_dflash_g3.gguf", target_arch="gemma3", block_size=16),
+        # the MTP head copies the trunk: drafts are often right (partial accepts)
+        "mtp": mtp_models.write_mtp_dense(d / "h_mtp.gguf", seed=1, n_layer=1, mimic=True, head_noise=0.3),
+        "mtp_random": mtp_models.write_mtp_dense(d / "h_mtp_rand.gguf", seed=2),
+        "hybrid": mtp_models.write_mtp_hybrid(d / "h_hybrid.gguf", mimic=True),
+    }
+
+
+def _llm(files, target, draft=None, **kw):
+    return pyspec.LLM(files[target], n_ctx=1024, draft_model=files[draft] if draft else None, **kw)
+
+
+CASES = {  # spec_type -> (target, draft file)
+    "mtp": ("mtp", None),
+    "eagle3": ("target", "eagle3"),
+    "dflash": ("target", "dflash"),
+    "dflash-gemma3": ("gemma3", "dflash_gemma3"),
+    "mtp-hybrid": ("hybrid", None),
+}
+
+
+@pytest.fixture(scope="module")
+def llms(files):
+    return {name: _llm(files, t, d) for name, (t, d) in CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def baselines(llms):
+    return {(name, p): llm.generate(p, max_tokens=N, spec_type="none", ignore_eos=True).tokens
+            for name, llm in llms.items() for p in PROMPTS}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("n_max", DRAFT_LENGTHS)
+def test_greedy_output_equals_plain(llms, baselines, case, n_max):
+    llm = llms[case]
+    spec_type = case.split("-")[0]
+    drafted = accepted = 0
+    for p in PROMPTS:
+        g = llm.generate(p, max_tokens=N, draft_n_max=n_max, ignore_eos=True)  # auto
+        assert g.spec_type == spec_type
+        assert g.tokens == baselines[(case, p)], f"{case} n_max={n_max} prompt={p!r}"
+        drafted += g.stats.draft_n
+        accepted += g.stats.draft_n_accepted
+    assert drafted > 0
+    if spec_type == "mtp":
+        # the copied-trunk head drafts right often but not always: partial
+        # accepts and rollbacks of the target (and of the hybrid's recurrent state)
+        assert 0 < accepted < drafted
+
+
+def test_mtp_drafts_with_the_target_hidden_states(files):
+    # Without noise, a one-layer target's copied head reproduces it exactly:
+    # every draft is accepted, which only holds if the head reads the right
+    # hidden state at the right position after every accept.
+    path = mtp_models.write_mtp_dense(files["mtp"].parent / "h_mtp_exact.gguf", seed=1, n_layer=1, mimic=True)
+    llm = pyspec.LLM(path, n_ctx=512)
+    g = llm.generate(PROMPTS[0], max_tokens=64, draft_n_max=4, ignore_eos=True)
+    assert g.stats.draft_n > 0 and g.stats.draft_n_accepted == g.stats.draft_n
+
+
+def test_hybrid_target_rolls_back_exactly_through_snapshots_and_checkpoints(files):
+    prompt = PROMPTS[1]
+    model = _core.Model(str(files["hybrid"]), load_mtp=True)
+    outs = {}
+    for label, kw, force in (("snapshots", {}, False), ("checkpoints", {"n_rs_seq": 0}, False),
+                             ("forced", {}, True)):
+        eng = _core.Engine(model, n_ctx=512, **kw)
+        eng.force_checkpoints = force
+        toks = model.tokenize(prompt)
+        base = list(eng.generate(toks, n_predict=64, draft_n_max=0, ignore_eos=True)["tokens"])
+        r = eng.generate(toks, n_predict=64, draft_n_max=8, ignore_eos=True, drafter=_core.MtpDrafter(eng))
+        st = r["stats"]
+        assert st["draft_n"] - st["draft_n_accepted"] > 20, label  # many rejected drafts, each one a rollback
+        outs[label] = (list(r["tokens"]), base)
+    for label, (spec, base) in outs.items():
+        assert spec == base, label
+
+
+def test_random_mtp_head_rejects_everything_and_stays_exact(files):
+    llm = _llm(files, "mtp_random")
+    base = llm.generate(PROMPTS[2], max_tokens=N, spec_type="none", ignore_eos=True).tokens
+    g = llm.generate(PROMPTS[2], max_tokens=N, spec_type="mtp", draft_n_max=8, ignore_eos=True)
+    assert g.tokens == base and g.stats.draft_n > 0
+
+
+@pytest.mark.parametrize("case", ["mtp", "eagle3", "dflash"])
+def test_sampled_accept_if_equal_reproduces_plain_sampling(llms, case):
+    llm = llms[case]
+    kw = dict(max_tokens=40, temperature=0.9, seed=7, ignore_eos=True)
+    base = llm.generate(PROMPTS[0], spec_type="none", **kw).tokens
+    assert llm.generate(PROMPTS[0], draft_n_max=4, spec_sampling="equal", **kw).tokens == base
+    # rejection sampling (drafts sampled from the head's q): reproducible for a seed
+    a = llm.generate(PROMPTS[0], draft_n_max=4, **kw)
+    b = llm.generate(PROMPTS[0], draft_n_max=4, **kw)
+    assert a.tokens == b.tokens and a.stats.draft_n > 0
+
+
+@pytest.mark.parametrize("case", ["mtp", "eagle3", "dflash"])
+def test_prompt_longer_than_a_batch_is_observed_in_chunks(files, case):
+    t, d = CASES[case]
+    llm = pyspec.LLM(files[t], n_ctx=1024, n_batch=8, draft_model=files[d] if d else None)
+    prompt = " ".join(PROMPTS)  # several chunks of 8 tokens
+    base = llm.generate(prompt, max_tokens=32, spec_type="none", ignore_eos=True).tokens
+    g = llm.generate(prompt, max_tokens=32, draft_n_max=4, ignore_eos=True)
+    assert g.tokens == base and g.stats.draft_n > 0
+
+
+def test_auto_spec_type_and_info(files):
+    assert _llm(files, "target", "dflash").auto_spec_type() == "dflash"
+    assert _llm(files, "target", "eagle3").auto_spec_type() == "eagle3"
+    assert _llm(files, "mtp").auto_spec_type() == "mtp"
+    assert _llm(files, "mtp", mtp=False).auto_spec_type() == "none"
+    assert _llm(files, "target").auto_spec_type() == "none"
+    assert "mtp" in pyspec.model_info(files["mtp"])["spec_types"]
+    assert "mtp" not in pyspec.model_info(files["target"])["spec_types"]
+    info = pyspec.model_info(files["dflash"])
+    assert info["role"] == "drafter" and info["spec_types"] == ["dflash"]
+
+
+def test_cli_info_reports_memory_for_a_pairing(files):
+    out = subprocess.run([sys.executable, "-m", "pyspec", "info", str(files["target"]), "-md",
+                          str(files["dflash"]), "-c", "65536", "--json"], capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    m = info["memory"]
+    assert m["n_ctx"] == 65536 and m["spec_type"] == "dflash"
+    assert m["draft_kv_bytes"] > 0 and m["target_kv_bytes"] > 0
+    assert info["draft"]["architecture"] == "dflash"
+    text = subprocess.run([sys.executable, "-m", "pyspec", "info", str(files["mtp"]), "-c", "2048"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "memory at n_ctx=2048 (spec_type mtp" in text and "draft_kv" in text
+
+
+def test_dflash_memory_is_a_window_not_a_second_context(files):
+    small = pyspec.memory_report(files["target"], draft_model=files["dflash"], n_ctx=8192, dflash_window=256)
+    large = pyspec.memory_report(files["target"], draft_model=files["dflash"], n_ctx=131072, dflash_window=256)
+    assert large["target_kv_bytes"] >= 8 * small["target_kv_bytes"]
+    assert large["draft_kv_bytes"] == small["draft_kv_bytes"]  # bounded by the window, not n_ctx
+    whole = pyspec.memory_report(files["target"], draft_model=files["dflash"], n_ctx=131072, dflash_window=0)
+    assert whole["draft_kv_bytes"] > 10 * large["draft_kv_bytes"]
+
+
+@pytest.mark.parametrize("case", ["mtp", "eagle3", "dflash"])
+def test_draft_memory_stays_under_the_reported_figure(files, case):
+    t, d = CASES[case]
+    n_ctx = 16384
+    reported = pyspec.memory_report(files[t], draft_model=files[d] if d else None, n_ctx=n_ctx,
+                                    dflash_window=128)
+    llm = pyspec.LLM(files[t], n_ctx=n_ctx, n_batch=64, draft_model=files[d] if d else None, dflash_window=128)
+    drafter = llm._drafters[case]
+    prompt = " ".join(PROMPTS * 8)
+    llm.generate(prompt, max_tokens=400, draft_n_max=15, ignore_eos=True)
+    m = drafter.memory()
+    assert m["buffer_bytes_used"] <= m["buffer_bytes"]
+    assert m["kv_bytes"] <= reported["draft_kv_bytes"] * 1.01
+    live = llm.memory()
+    assert live["draft_kv_bytes"] == m["kv_bytes"] and live["spec_type"] == case
+
+
+def test_wrong_pairings_raise_clear_errors(files, model_dir):
+    wide = heads.write_eagle3(model_dir / "h_eagle3_96.gguf", target_n_embd=96)
+    with pytest.raises(pyspec.DraftMismatchError, match="hidden size 96"):
+        pyspec.LLM(files["target"], draft_model=wide)
+    deep = heads.write_dflash(model_dir / "h_dflash_deep.gguf", target_n_layer=8, target_layer_ids=[1, 6])
+    with pytest.raises(pyspec.DraftMismatchError, match="target layer 6"):
+        pyspec.LLM(files["target"], draft_model=deep)
+    other_vocab = tiny_models.write_llama(model_dir / "h_other_vocab.gguf", vocab_variant=1)
+    with pytest.raises(pyspec.VocabMismatchError):
+        pyspec.LLM(other_vocab, draft_model=files["eagle3"])
+    dflash2 = heads.write_dflash2(model_dir / "h_dflash2.gguf")
+    with pytest.raises(pyspec.DraftMismatchError, match="DFlash2"):
+        pyspec.LLM(files["target"], draft_model=dflash2)
+    with pytest.raises(pyspec.InvalidParameterError, match="drafter"):
+        pyspec.LLM(files["dflash"])  # a drafter is not a target
+    with pytest.raises(pyspec.InvalidParameterError, match="no MTP layers"):
+        pyspec.LLM(files["target"], mtp=True)
+    llm = _llm(files, "target", "eagle3")
+    with pytest.raises(pyspec.InvalidParameterError, match="spec_type='mtp' needs"):
+        llm.generate("the", spec_type="mtp")
+    with pytest.raises(pyspec.InvalidParameterError, match="spec_type='dflash' needs"):
+        llm.generate("the", spec_type="dflash")
+    # the LLM is still usable after the errors
+    assert len(llm.generate("the of", max_tokens=8, ignore_eos=True).tokens) == 8
