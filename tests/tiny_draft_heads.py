@@ -43,7 +43,7 @@ from typing import Sequence
 import gguf
 import numpy as np
 
-from tiny_models import vocab, write_llama
+from tiny_models import add_tokenizer, write_llama
 
 # write_llama is re-exported: a test writes a target and its drafter from one module
 __all__ = ["write_eagle3", "write_dflash", "write_dspark", "write_dflash2", "write_gemma3", "write_llama"]
@@ -74,22 +74,12 @@ class _Writer:
         tokenizer.* key of that GGUF); returns the vocabulary size."""
         if source is not None:
             return self._copy_tokenizer(Path(source), mask_token_id)
-        tokens, scores, types = vocab(vocab_variant)
-        w = self.w
-        w.add_tokenizer_model("llama")
-        w.add_token_list(tokens)
-        w.add_token_scores(scores)
-        w.add_token_types(types)
-        w.add_bos_token_id(1)
-        w.add_eos_token_id(2)
-        w.add_unk_token_id(0)
-        w.add_add_bos_token(True)
-        w.add_add_eos_token(False)
+        n_vocab = add_tokenizer(self.w, vocab_variant)
         if mask_token_id is not None:
-            if not 0 <= mask_token_id < len(tokens):
-                raise ValueError(f"mask_token_id {mask_token_id} outside the vocabulary of {len(tokens)}")
-            w.add_mask_token_id(mask_token_id)
-        return len(tokens)
+            if not 0 <= mask_token_id < n_vocab:
+                raise ValueError(f"mask_token_id {mask_token_id} outside the vocabulary of {n_vocab}")
+            self.w.add_mask_token_id(mask_token_id)
+        return n_vocab
 
     def _copy_tokenizer(self, source: Path, mask_token_id: int | None) -> int:
         """Copies the tokenizer.* keys of the GGUF `source` (a real target's

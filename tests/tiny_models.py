@@ -18,7 +18,9 @@ WORDS = ("the of and to in is it that for on with as at by this be are from or a
          "pivot middle sort quick list int str len none true false").split()
 
 
-def vocab(variant: int = 0):
+def vocab(variant: int = 0, n_vocab: int = 0):
+    """The tokens, scores and types; n_vocab > the natural size pads with
+    filler word pieces (for realistic LM-head sizes in benchmarks)."""
     tokens = ["<unk>", "<s>", "</s>"]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
     tokens += [f"<0x{i:02X}>" for i in range(256)]
@@ -26,15 +28,16 @@ def vocab(variant: int = 0):
     pieces = list(dict.fromkeys(["\u2581" + w for w in WORDS] + list("abcdefghijklmnopqrstuvwxyz") + ["\u2581"]))
     if variant:
         pieces = [p + "s" if i % 7 == 0 else p for i, p in enumerate(pieces)]  # a different tokenizer
+    pieces += [f"\u2581w{i:05d}" for i in range(max(0, n_vocab - len(tokens) - len(pieces)))]
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * len(pieces)
     scores = [0.0] * 259 + [-float(i) for i in range(len(pieces))]
     return tokens, scores, types
 
 
-def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0) -> int:
-    """Writes the tokenizer metadata of vocab(variant); returns the vocabulary size."""
-    tokens, scores, types = vocab(variant)
+def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0, n_vocab: int = 0) -> int:
+    """Writes the tokenizer metadata of vocab(variant, n_vocab); returns the vocabulary size."""
+    tokens, scores, types = vocab(variant, n_vocab)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)

@@ -61,12 +61,12 @@ class _Writer:
 
     def __init__(self, path: Path, arch: str, *, seed: int, scale: float, n_embd: int, n_layer: int,
                  n_nextn: int, n_head: int, n_head_kv: int, head_dim: int, n_rot: int, n_ff: int,
-                 n_ctx: int) -> None:
+                 n_ctx: int, n_vocab: int = 0) -> None:
         self.path = path
         self.rng = np.random.default_rng(seed)
         self.scale = scale
         self.tensors: dict[str, np.ndarray] = {}
-        self.n_vocab = len(vocab()[0])
+        self.n_vocab = len(vocab(0, n_vocab)[0])
         w = self.w = gguf.GGUFWriter(str(path), arch)
         w.add_name(f"tiny-mtp-{arch}-{seed}")
         w.add_context_length(n_ctx)
@@ -82,7 +82,7 @@ class _Writer:
         w.add_layer_norm_rms_eps(1e-6)
         w.add_vocab_size(self.n_vocab)
         w.add_file_type(gguf.LlamaFileType.ALL_F32)
-        add_tokenizer(w)
+        add_tokenizer(w, 0, n_vocab)
 
     def mat(self, name: str, rows: int, cols: int) -> None:
         """A (rows, cols) matrix, i.e. ggml ne = {cols, rows}, ~N(0, scale^2/cols)."""
@@ -134,12 +134,14 @@ class _Writer:
 
 def write_mtp_dense(path: Path, *, seed: int = 0, n_nextn: int = 1, n_layer: int = 2, n_embd: int = 64,
                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048,
-                    scale: float = 0.5, mimic: bool = False, head_noise: float = 0.0) -> Path:
+                    scale: float = 0.5, mimic: bool = False, head_noise: float = 0.0, n_vocab: int = 0) -> Path:
     """Writes a random hy_v3 target: n_layer dense trunk layers plus n_nextn
-    nextn blocks (blk.{n_layer}..blk.{n_layer + n_nextn - 1})."""
+    nextn blocks (blk.{n_layer}..blk.{n_layer + n_nextn - 1}); n_vocab pads
+    the tiny vocabulary to that size (0: no padding)."""
     head_dim = n_embd // n_head
     t = _Writer(path, "hy_v3", seed=seed, scale=scale, n_embd=n_embd, n_layer=n_layer, n_nextn=n_nextn,
-                n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_rot=head_dim, n_ff=n_ff, n_ctx=n_ctx)
+                n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_rot=head_dim, n_ff=n_ff, n_ctx=n_ctx,
+                n_vocab=n_vocab)
     t.w.add_expert_feed_forward_length(0)  # required key; no experts
 
     def block(i: int) -> None:

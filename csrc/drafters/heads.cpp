@@ -157,6 +157,7 @@ MtpDrafter::MtpDrafter(std::shared_ptr<Engine> target, const HeadParams & p) : F
     n_embd_ = llama_model_n_embd_out(target_model_->get());
     llama_context_params cp = base_params();
     cp.ctx_type = LLAMA_CONTEXT_TYPE_MTP;
+    cp.n_outputs_max = 1;  // a draft step reads one row; the catch-up reads none
     make_context(target_model_->get(), cp, "MTP");
     llama_set_embeddings_nextn(tgt_, true, /*masked=*/false);  // every target row's hidden state
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
@@ -214,7 +215,11 @@ Eagle3Drafter::Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     layer_ids_ = target_layer_ids(*head_);
     n_embd_tgt_ = target_model_->n_embd();
     n_embd_ = head_->n_embd();
-    make_context(head_->get(), base_params(), "EAGLE-3");
+    // The encoder outputs every row and the output buffer holds rows x
+    // vocabulary logits: encode and decode in chunks of 64 rows.
+    llama_context_params cp = base_params();
+    cp.n_batch = cp.n_ubatch = cp.n_outputs_max = std::min<uint32_t>(cp.n_batch, 64);
+    make_context(head_->get(), cp, "EAGLE-3");
     for (int32_t id : layer_ids_) llama_set_embeddings_layer_inp(tgt_, uint32_t(id), true);
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
@@ -318,15 +323,24 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     if (block_size_ < 2) throw DraftMismatchError("'" + drafter_->path() + "' has block size " +
                                                   std::to_string(block_size_) + "; expected >= 2");
     mask_ = llama_vocab_mask(drafter_->vocab());
+    // DSpark (a DFlash drafter with a Markov head) may draft from the anchor
+    // slot itself: its block's slot 0 predicts the token after the anchor.
+    const bool dspark = !drafter_->meta("dflash.sample_from_anchor").empty() ||
+                        !drafter_->meta("dflash.has_confidence_head").empty();
+    anchor_ = dspark && meta_bool(*drafter_, "dflash.sample_from_anchor", true);
+    dspark_ = dspark;
     llama_context_params cp = base_params();
     // The drafter's memory: the features of the last `window` target
     // positions plus one block, not a second full-length cache.
     const uint32_t n_ctx = engine_->n_ctx();
     window_ = p.window > 0 ? std::min(p.window, n_ctx) : n_ctx;
-    cp.n_ctx = std::min<uint32_t>(n_ctx, window_ + uint32_t(block_size_) + cp.n_batch);
+    cp.n_ctx = std::min<uint32_t>(n_ctx, window_ + 2 * uint32_t(block_size_));
+    // Features go in by chunks of 64 rows: llama.cpp sizes the compute
+    // buffers for a whole batch through the LM head (the target's vocabulary).
+    cp.n_batch = cp.n_ubatch = std::max<uint32_t>(64, uint32_t(block_size_));
+    cp.n_outputs_max = uint32_t(block_size_);
     make_context(drafter_->get(), cp, "DFlash");
     for (int32_t id : layer_ids_) llama_set_embeddings_layer_inp(tgt_, uint32_t(id), true);
-    llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
     llama_set_causal_attn(ctx_.get(), meta_bool(*drafter_, "dflash.attention.causal", false));
 }
 
@@ -350,26 +364,36 @@ void DFlashDrafter::observe(const TargetOutputs & out) {
     drop_from(out.pos0);
     const llama_pos first = std::max<llama_pos>(out.pos0, out.pos0 + out.n_tokens - llama_pos(window_));
     make_room(out.pos0 + out.n_tokens);
-    for (llama_pos p = first; p < out.pos0 + out.n_tokens; ++p)
-        add_embd(&feat_[size_t(p - out.pos0) * W], W, p, false);
-    run(LLAMA_PROCESS_TYPE_DECODE, "dflash features");
+    const llama_pos end = out.pos0 + out.n_tokens, chunk = llama_pos(llama_n_batch(ctx_.get()));
+    for (llama_pos p = first; p < end; p += chunk) {
+        for (llama_pos q = p; q < std::min(end, p + chunk); ++q) add_embd(&feat_[size_t(q - out.pos0) * W], W, q, false);
+        run(LLAMA_PROCESS_TYPE_DECODE, "dflash features");
+    }
 }
 
 Draft DFlashDrafter::draft(int32_t n_max) {
     Draft d;
     const int32_t P = n_memory();  // the last committed token's position
-    const int32_t n = std::min(n_max, block_size_ - 1);
+    // Always the trained block: [last token, mask x (block_size - 1)] (the
+    // block attends to itself, so a shorter one would change every row).
+    // Slot j predicts the token at P + j + 1 from the anchor (DSpark), at
+    // P + j otherwise.
+    const int32_t first = anchor_ ? 0 : 1;
+    const int32_t n = std::min(n_max, block_size_ - first);
     if (n <= 0 || P < 1) return d;
     drop_from(P);  // rows of rejected drafts
-    make_room(P + n + 1);
-    add_token(history_.back(), P, nullptr, 0, true);
-    for (int32_t j = 1; j <= n; ++j) add_token(mask_, P + j, nullptr, 0, true);
+    make_room(P + block_size_);
+    // Plain DFlash runs its LM head (the whole vocabulary) only on the slots
+    // read (patches/0003); DSpark's graph keeps every row and hands back the
+    // first n_outputs of them: mark the prefix through the last slot read.
+    for (int32_t j = 0; j < block_size_; ++j)
+        add_token(j == 0 ? history_.back() : mask_, P + j, nullptr, 0, j < first + n && (dspark_ || j >= first));
     run(LLAMA_PROCESS_TYPE_DECODE, "dflash block");
     DraftPicker picker(sampling_, history_);
-    for (int32_t j = 1; j <= n; ++j) {
-        const float * logits = llama_get_logits_ith(ctx_.get(), j);
-        if (p_.p_min > 0.0f && j > 1 && DraftPicker::top_probability(logits, n_vocab()) < p_.p_min) break;
-        picker.pick(logits, n_vocab(), uint64_t(P + j), d);
+    for (int32_t i = 0; i < n; ++i) {
+        const float * logits = llama_get_logits_ith(ctx_.get(), first + i);
+        if (p_.p_min > 0.0f && i > 0 && DraftPicker::top_probability(logits, n_vocab()) < p_.p_min) break;
+        picker.pick(logits, n_vocab(), uint64_t(P + i + 1), d);
     }
     drop_from(P);  // the block's own rows
     return d;

@@ -130,9 +130,10 @@ private:
     int32_t n_valid_ = 0;      // the drafter memory's pairs at positions < n_valid_ are committed
 };
 
-// DFlash: a block-diffusion drafter (GGUF architecture dflash). The fused
-// features of chosen target layers are written into its KV cache for every
-// target position; one forward of [last token, mask x n] proposes a block.
+// DFlash: a block-diffusion drafter (GGUF architecture dflash; DSpark, its
+// variant with a Markov head, too). The fused features of chosen target
+// layers are written into its KV cache for every target position; one
+// forward of [last token, mask x (block_size - 1)] proposes a block.
 class DFlashDrafter final : public FeatureDrafter {
 public:
     DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Model> drafter, const HeadParams & p);
@@ -154,6 +155,8 @@ private:
     int32_t n_embd_tgt_ = 0;
     int32_t block_size_ = 16;
     llama_token mask_ = LLAMA_TOKEN_NULL;
+    bool dspark_ = false;      // a DSpark drafter (Markov head)
+    bool anchor_ = false;      // DSpark drafting from the anchor slot
     uint32_t window_ = 0;
     llama_pos kept_from_ = 0;  // oldest position still in the drafter memory
     std::vector<float> feat_;  // scratch: fused target features of one forward

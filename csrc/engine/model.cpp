@@ -229,7 +229,8 @@ namespace pyspec {
 
 void quantize_model(const std::string & src, const std::string & dst, const std::string & type, int32_t n_threads) {
     static const std::pair<const char *, llama_ftype> types[] = {
-        {"f16", LLAMA_FTYPE_MOSTLY_F16}, {"q4_0", LLAMA_FTYPE_MOSTLY_Q4_0}, {"q4_1", LLAMA_FTYPE_MOSTLY_Q4_1},
+        {"f16", LLAMA_FTYPE_MOSTLY_F16}, {"bf16", LLAMA_FTYPE_MOSTLY_BF16},
+        {"q4_0", LLAMA_FTYPE_MOSTLY_Q4_0}, {"q4_1", LLAMA_FTYPE_MOSTLY_Q4_1},
         {"q5_0", LLAMA_FTYPE_MOSTLY_Q5_0}, {"q5_1", LLAMA_FTYPE_MOSTLY_Q5_1}, {"q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
         {"q2_k", LLAMA_FTYPE_MOSTLY_Q2_K}, {"q3_k_s", LLAMA_FTYPE_MOSTLY_Q3_K_S},
         {"q3_k_m", LLAMA_FTYPE_MOSTLY_Q3_K_M}, {"q4_k_s", LLAMA_FTYPE_MOSTLY_Q4_K_S},
