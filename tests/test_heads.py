@@ -22,7 +22,12 @@ N = 48
 @pytest.fixture(scope="module")
 def files(model_dir):
     d = model_dir
+    bigram = tiny_models.write_llama(d / "h_bigram.gguf", n_layer=1, residual_only=True)
     return {
+        # a bigram-table target and EAGLE-3 heads that reproduce it (exactly, or with noise)
+        "bigram": bigram,
+        "eagle3_bigram": heads.write_eagle3_bigram(d / "h_eagle3_bigram.gguf", bigram),
+        "eagle3_noisy": heads.write_eagle3_bigram(d / "h_eagle3_noisy.gguf", bigram, head_noise=0.3),
         "target": tiny_models.write_llama(d / "h_target.gguf", seed=0),
         "eagle3": heads.write_eagle3(d / "h_eagle3.gguf"),
         "dflash": heads.write_dflash(d / "h_dflash.gguf", block_size=16),
@@ -43,6 +48,7 @@ def _llm(files, target, draft=None, **kw):
 CASES = {  # spec_type -> (target, draft file)
     "mtp": ("mtp", None),
     "eagle3": ("target", "eagle3"),
+    "eagle3-noisy": ("bigram", "eagle3_noisy"),
     "dflash": ("target", "dflash"),
     "dflash-gemma3": ("gemma3", "dflash_gemma3"),
     "dflash-dspark": ("target", "dspark"),
@@ -74,7 +80,7 @@ def test_greedy_output_equals_plain(llms, baselines, case, n_max):
         drafted += g.stats.draft_n
         accepted += g.stats.draft_n_accepted
     assert drafted > 0
-    if spec_type == "mtp" or case == "dflash-dspark":
+    if spec_type == "mtp" or case in ("dflash-dspark", "eagle3-noisy"):
         # the copied-trunk MTP head, and DSpark's Markov head on this nearly
         # bigram-like random target, draft right often but not always: partial
         # accepts and rollbacks of the target (and of the hybrid's recurrent state)
@@ -89,6 +95,20 @@ def test_mtp_drafts_with_the_target_hidden_states(files):
     llm = pyspec.LLM(path, n_ctx=512)
     g = llm.generate(PROMPTS[0], max_tokens=64, draft_n_max=4, ignore_eos=True)
     assert g.stats.draft_n > 0 and g.stats.draft_n_accepted == g.stats.draft_n
+
+
+@pytest.mark.parametrize("n_max", [1, 4, 15])
+def test_eagle3_head_reading_the_right_rows_drafts_a_bigram_target_exactly(files, n_max):
+    # The head predicts the target's next token from (token p+1) alone: every
+    # draft is accepted only if each pair is decoded at the right position and
+    # the logits read are the last pair's (the pin's EAGLE-3 graph does not
+    # prune its rows to the outputs).
+    llm = _llm(files, "bigram", "eagle3_bigram")
+    for p in PROMPTS[:2]:
+        base = llm.generate(p, max_tokens=N, spec_type="none", ignore_eos=True).tokens
+        g = llm.generate(p, max_tokens=N, draft_n_max=n_max, ignore_eos=True)
+        assert g.tokens == base
+        assert g.stats.draft_n > 0 and g.stats.draft_n_accepted == g.stats.draft_n
 
 
 def test_hybrid_target_rolls_back_exactly_through_snapshots_and_checkpoints(files):

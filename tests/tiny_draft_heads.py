@@ -234,6 +234,56 @@ def write_eagle3(path: Path, *, target_n_embd: int = 64, target_n_layer: int = 2
     return g.close()
 
 
+def write_eagle3_bigram(path: Path, target: Path, *, qk_scale: float = 8.0, head_noise: float = 0.0,
+                        seed: int = 0) -> Path:
+    """An EAGLE-3 head that drafts exactly what a write_llama(residual_only=True)
+    target generates (a bigram table), for tests that need accepted drafts.
+
+    At pair position p the decoder reads (token p+1, fused feature of p); here
+    the fused feature is zeroed (fc = 0) and the residual is norm(g) scaled by
+    zero, q and k are qk_scale copies of the normed token embedding in one
+    head (each row attends to its own value), v and the attention output are
+    identities and the FFN adds nothing: the hidden state is
+    norm(embedding(token p+1)), and with the target's output_norm and
+    output matrix the head predicts the target's next token. head_noise adds
+    relative noise to the copied output matrix (drafts then miss sometimes).
+    """
+    src = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(target)).tensors}
+    out, out_norm = src["output.weight"].astype(np.float32), src["output_norm.weight"].astype(np.float32)
+    n_vocab, n_embd = out.shape
+    g = _Writer(path, "eagle3", seed, 0.5)
+    n_head = 1  # one head over the whole (normed, so fixed-length) embedding: self-attention dominates
+    g.hparams(n_ctx=2048, n_embd=n_embd, n_layer=1, n_ff=2 * n_embd, n_head=n_head, n_head_kv=n_head,
+              head_dim=n_embd // n_head)
+    g.w.add_layer_norm_rms_eps(1e-5)
+    g.w.add_array(g.key("target_layers"), [0, 0, 0])
+    g.w.add_uint32(g.key("target_hidden_size"), n_embd)
+    # the residual is the normed g (attn_norm_2, zero here): drafting steps feed
+    # the previous hidden state as g, which must not leak into the prediction
+    g.w.add_bool(g.key("norm_before_residual"), True)
+    g.w.add_bool(g.key("norm_before_fc"), False)
+    g.tokenizer(0)
+    if head_noise:
+        out = out + (g.rng.standard_normal(out.shape) * head_noise * out.std()).astype(np.float32)
+    eye = np.eye(n_embd, dtype=np.float32)
+    pick_token = np.concatenate([eye, np.zeros_like(eye)], axis=1)  # [embd | g] -> embd
+    ones = np.ones(n_embd, dtype=np.float32)
+    g.w.add_tensor("fc.weight", np.zeros((n_embd, 3 * n_embd), dtype=np.float32))
+    g.w.add_tensor("output_norm.weight", out_norm)
+    g.w.add_tensor("output.weight", out)
+    g.w.add_tensor("blk.0.attn_norm.weight", ones)
+    g.w.add_tensor("blk.0.attn_norm_2.weight", np.zeros(n_embd, dtype=np.float32))
+    g.w.add_tensor("blk.0.ffn_norm.weight", ones)
+    g.w.add_tensor("blk.0.attn_q.weight", qk_scale * pick_token)
+    g.w.add_tensor("blk.0.attn_k.weight", qk_scale * pick_token)
+    g.w.add_tensor("blk.0.attn_v.weight", pick_token)
+    g.w.add_tensor("blk.0.attn_output.weight", eye)
+    g.mat("blk.0.ffn_gate.weight", n_embd, 2 * n_embd)
+    g.mat("blk.0.ffn_up.weight", n_embd, 2 * n_embd)
+    g.w.add_tensor("blk.0.ffn_down.weight", np.zeros((n_embd, 2 * n_embd), dtype=np.float32))
+    return g.close()
+
+
 def _dflash(path: Path, *, target_n_embd: int, target_n_layer: int, target_layer_ids: Sequence[int] | None,
             block_size: int, mask_token_id: int, target_arch: str, n_layer: int, n_head: int, n_head_kv: int,
             head_dim: int | None, n_ff: int, n_ctx: int, causal: bool, own_embeddings: bool, own_head: bool,

@@ -53,9 +53,12 @@ def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0, n_vocab: int = 0) -> int
 def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, dtype: str = "f32",
                 vocab_variant: int = 0, arch: str = "llama", scale: float = 0.5, perturb: float = 0.0,
-                perturb_seed: int = 1234) -> Path:
+                perturb_seed: int = 1234, residual_only: bool = False) -> Path:
     """Writes a random llama-architecture GGUF; dtype of the 2-D weights: f32, f16 or q8_0.
 
+    residual_only: zero attention and FFN outputs, so the model is a bigram
+    table (next token = argmax output(norm(embedding(token)))): heads that
+    reproduce it can be built exactly (tiny_draft_heads.write_eagle3_bigram).
     perturb > 0 adds noise of that relative size to every weight matrix: the same
     seed with a small perturbation gives a "draft model" that mostly agrees with
     the unperturbed target.
@@ -79,6 +82,8 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
 
     def mat(name: str, rows: int, cols: int) -> None:
         a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
+        if residual_only and (name.endswith("attn_output.weight") or name.endswith("ffn_down.weight")):
+            a[:] = 0.0
         if perturb:
             a = a + (noise.standard_normal((rows, cols)) * perturb * scale / np.sqrt(cols)).astype(np.float32)
         if dtype == "f32":

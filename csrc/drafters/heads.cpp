@@ -266,13 +266,20 @@ void Eagle3Drafter::observe(const TargetOutputs & out) {
 int32_t Eagle3Drafter::flush(int32_t last, bool output) {
     const size_t D = size_t(n_embd_);
     drop_from(n_valid_);
+    // The pin's EAGLE-3 graph does not prune its rows to the outputs (llama.cpp
+    // then hands back the first rows): the pair whose logits are read goes
+    // alone in its own batch.
     const int32_t chunk = int32_t(llama_n_ubatch(ctx_.get()));
-    int32_t idx = -1;
-    for (int32_t p = n_valid_; p <= last; p += chunk) {
-        const int32_t end = std::min(last + 1, p + chunk);
-        for (int32_t q = p; q < end; ++q)
-            idx = add_token(history_[size_t(q + 1)], q, &g_[size_t(q - g_pos0_) * D], D, output && q == last);
+    const int32_t last_silent = output ? last - 1 : last;
+    for (int32_t p = n_valid_; p <= last_silent; p += chunk) {
+        const int32_t end = std::min(last_silent + 1, p + chunk);
+        for (int32_t q = p; q < end; ++q) add_token(history_[size_t(q + 1)], q, &g_[size_t(q - g_pos0_) * D], D, false);
         run(LLAMA_PROCESS_TYPE_DECODE, "eagle3 pairs");
+    }
+    int32_t idx = -1;
+    if (output && last >= n_valid_) {
+        idx = add_token(history_[size_t(last + 1)], last, &g_[size_t(last - g_pos0_) * D], D, true);
+        run(LLAMA_PROCESS_TYPE_DECODE, "eagle3 pair");
     }
     if (last >= n_valid_) {
         n_valid_ = last + 1;
