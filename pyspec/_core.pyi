@@ -154,8 +154,10 @@ class DFlashDrafter(FeatureDrafter):
             of the last `window` target positions (0: the whole context).
         
     """
-    def __init__(self, engine: ..., drafter: Model, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, window: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
-        ...
+    def __init__(self, engine: ..., drafter: Model, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, window: typing.SupportsInt | typing.SupportsIndex = 0, all_outputs: bool = False) -> None:
+        """
+        all_outputs: read the block through every row up to the last one used (a check of the row mapping; slower)
+        """
     @property
     def block_size(self) -> int:
         ...

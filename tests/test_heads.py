@@ -111,6 +111,28 @@ def test_eagle3_head_reading_the_right_rows_drafts_a_bigram_target_exactly(files
         assert g.stats.draft_n > 0 and g.stats.draft_n_accepted == g.stats.draft_n
 
 
+def test_dflash_reads_the_same_rows_through_the_pruned_and_the_full_output(files, model_dir):
+    # patches/0003 makes the DFlash graph return only the slots read; drafts
+    # must equal those read from every row up to the last slot (a varied,
+    # non-degenerate random drafter, so that a shifted row would show).
+    drafter_path = heads.write_dflash(model_dir / "h_dflash_varied.gguf", block_size=8, own_head=True, scale=3.0,
+                                      seed=5)
+    model = _core.Model(str(files["target"]))
+    drafts = []
+    for all_outputs in (False, True):
+        eng = _core.Engine(model, n_ctx=512)
+        d = _core.DFlashDrafter(eng, _core.Model(str(drafter_path)), all_outputs=all_outputs)
+        toks = model.tokenize(PROMPTS[0])
+        seen = []
+        for n in (2, 5, 9):
+            eng.generate(toks, n_predict=n, draft_n_max=0, ignore_eos=True, drafter=d)
+            seen.append([d.draft(7), d.draft(2), d.draft(5)])
+        drafts.append(seen)
+    assert drafts[0] == drafts[1]
+    assert len({t for step in drafts[0] for block in step for t in block}) > 2  # not one repeated token
+    assert all(block[:2] == step[1] for step in drafts[0] for block in (step[0], step[2]))
+
+
 def test_hybrid_target_rolls_back_exactly_through_snapshots_and_checkpoints(files):
     prompt = PROMPTS[1]
     model = _core.Model(str(files["hybrid"]), load_mtp=True)

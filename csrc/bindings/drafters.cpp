@@ -133,13 +133,16 @@ void register_drafters(py::module_ & m) {
         of the last `window` target positions (0: the whole context).
     )pbdoc")
         .def(py::init([head_params](std::shared_ptr<Engine> engine, std::shared_ptr<Model> drafter, int32_t n_threads,
-                                    float p_min, int32_t flash_attn, uint32_t window) {
+                                    float p_min, int32_t flash_attn, uint32_t window, bool all_outputs) {
+                 HeadParams p = head_params(n_threads, p_min, flash_attn, window);
+                 p.all_outputs = all_outputs;
                  py::gil_scoped_release nogil;
-                 return std::make_shared<DFlashDrafter>(std::move(engine), std::move(drafter),
-                                                        head_params(n_threads, p_min, flash_attn, window));
+                 return std::make_shared<DFlashDrafter>(std::move(engine), std::move(drafter), p);
              }),
              py::arg("engine"), py::arg("drafter"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f,
-             py::arg("flash_attn") = -1, py::arg("window") = 0)
+             py::arg("flash_attn") = -1, py::arg("window") = 0, py::arg("all_outputs") = false,
+             "all_outputs: read the block through every row up to the last one used (a check of the "
+             "row mapping; slower)")
         .def_property_readonly("block_size", &DFlashDrafter::block_size)
         .def_property_readonly("window", &DFlashDrafter::window);
     m.def("check_head_compatible", [](const Model & target, const Model & draft) {

@@ -394,7 +394,8 @@ Draft DFlashDrafter::draft(int32_t n_max) {
     // read (patches/0003); DSpark's graph keeps every row and hands back the
     // first n_outputs of them: mark the prefix through the last slot read.
     for (int32_t j = 0; j < block_size_; ++j)
-        add_token(j == 0 ? history_.back() : mask_, P + j, nullptr, 0, j < first + n && (dspark_ || j >= first));
+        add_token(j == 0 ? history_.back() : mask_, P + j, nullptr, 0,
+                  j < first + n && (dspark_ || p_.all_outputs || j >= first));
     run(LLAMA_PROCESS_TYPE_DECODE, "dflash block");
     DraftPicker picker(sampling_, history_);
     for (int32_t i = 0; i < n; ++i) {

@@ -31,6 +31,11 @@ struct HeadParams {
     // DFlash: target positions whose features the drafter keeps (its KV
     // cache); 0: the target's whole context.
     uint32_t window = 0;
+    // DFlash: mark every block slot up to the last one read as an output (the
+    // graph then returns those rows) instead of only the slots read (patched
+    // graph: only those rows). Same drafts either way; a check of the row
+    // mapping, slower.
+    bool all_outputs = false;
 };
 
 // Bytes a drafter holds beyond its weights, for memory reports.
