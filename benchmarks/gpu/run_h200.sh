@@ -5,6 +5,7 @@
 # shared/tools/synth_gguf.py copied beside it; carry build/gpu.
 #
 #   bash benchmarks/gpu/run_h200.sh build models bench     (steps skip what is already there)
+#   bash benchmarks/gpu/run_h200.sh build smoke            (after smoke_heads.py --write build/gpu/tiny here)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SRC=/tmp/pyspec-gpu/src
@@ -47,6 +48,10 @@ bench() {
   find build/cuda -name 'llama-bench' -type f
   python3 benchmarks/bench_gpu.py --model "$MODELS/synth-8b-q4_k_m.gguf" --small "$MODELS/synth-small-q4_k_m.gguf" \
     --llama-bench "$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)" --out "$OUT"
+}
+
+smoke() {  # feature drafters + device argmax on tiny models written beforehand (benchmarks/gpu/smoke_heads.py)
+  python3 benchmarks/gpu/smoke_heads.py --run "$PWD/build/gpu/tiny"
 }
 
 for step in "$@"; do
