@@ -171,46 +171,13 @@ class LLM:
         self.kernels = kernels
         self.chat_template = chat_template
         self.n_threads = n_threads or int(os.environ.get("PYSPEC_THREADS", 0)) or os.cpu_count() or 1
-        meta = dict(_core.model_info(self.model_path))
-        if meta["architecture"] in HEAD_ARCHS:
-            raise InvalidParameterError(
-                f"'{self.model_path}' is a {meta['architecture']} drafter, not a model that generates on its own; "
-                f"pass it as draft_model= (-md) beside its target")
-        has_mtp = int(meta["n_layer_nextn"]) > 0
-        if mtp and not has_mtp:
-            raise InvalidParameterError(f"mtp=True but '{self.model_path}' has no MTP layers "
-                                        f"({meta['architecture']}.nextn_predict_layers is 0)")
-        load_mtp = has_mtp and mtp is not False
-        self._model = _core.Model(self.model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"),
-                                  load_mtp=load_mtp)
-        fa = -1 if flash_attn is None else int(bool(flash_attn))
-        self._engine = _core.Engine(self._model, n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
-                                    flash_attn=fa, type_k=type_k, type_v=type_v, exact=(kernels == "exact"))
         self._lock = threading.Lock()
-        self.draft_model_path: Optional[str] = None
-        # spec_type -> drafter; the first of draft-file kind, then mtp, is the "auto" choice
-        self._drafters: dict = {}
-        self._draft_model = None
-        if draft_model is not None:
-            dpath = check_gguf(draft_model, what="draft model")
-            self.draft_model_path = str(dpath)
-            darch = dict(_core.model_info(self.draft_model_path))["architecture"]
-            # The drafter runs with the same kernels as the target: then a draft
-            # model identical to the target agrees with it on every token.
-            dmodel = _core.Model(self.draft_model_path, n_gpu_layers=n_gpu_layers, repack=(kernels == "fast"))
-            self._draft_model = dmodel
-            if darch == "eagle3":
-                self._drafters["eagle3"] = _core.Eagle3Drafter(self._engine, dmodel, n_threads=self.n_threads,
-                                                               flash_attn=fa)
-            elif darch == "dflash":
-                self._drafters["dflash"] = _core.DFlashDrafter(self._engine, dmodel, n_threads=self.n_threads,
-                                                               flash_attn=fa, window=dflash_window)
-            else:
-                self._drafters["draft"] = _core.DraftModelDrafter(dmodel, self._model, n_ctx=n_ctx,
-                                                                  n_threads=self.n_threads,
-                                                                  exact=(kernels == "exact"), flash_attn=fa)
-        if load_mtp:
-            self._drafters["mtp"] = _core.MtpDrafter(self._engine, n_threads=self.n_threads, flash_attn=fa)
+        self.draft_model_path = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
+        self._model, self._engine, self._draft_model, self._drafters = _open(
+            self.model_path, self.draft_model_path, mtp=mtp, n_ctx=n_ctx, n_batch=n_batch,
+            n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,
+            flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k, type_v=type_v,
+            kernels=kernels, dflash_window=dflash_window, no_alloc=False)
 
     # ---- tokenizer ----
     @property
@@ -461,12 +428,52 @@ def _check_sampling(spec_sampling: str, penalty_last_n: int) -> None:
             f"penalty_last_n must be an integer >= -1 (0 = off, -1 = the whole context), got {penalty_last_n!r}")
 
 
+def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: int, n_batch: int,
+          n_threads: int, n_gpu_layers: int, flash_attn: int, type_k: str, type_v: str, kernels: str,
+          dflash_window: int, no_alloc: bool):
+    """The target Model and Engine, the draft file's Model (or None) and the drafters, as
+    {spec_type: drafter}: the draft file's kind (from its GGUF architecture) first, then mtp
+    when the target has MTP layers; the first is what spec_type="auto" picks. no_alloc: the
+    allocations are simulated (memory reports)."""
+    meta = dict(_core.model_info(path))
+    if meta["architecture"] in HEAD_ARCHS:
+        raise InvalidParameterError(
+            f"'{path}' is a {meta['architecture']} drafter, not a model that generates on its own; "
+            f"pass it as draft_model= (-md) beside its target")
+    has_mtp = int(meta["n_layer_nextn"]) > 0
+    if mtp and not has_mtp:
+        raise InvalidParameterError(f"mtp=True but '{path}' has no MTP layers "
+                                    f"({meta['architecture']}.nextn_predict_layers is 0)")
+    load_mtp = has_mtp and mtp is not False
+    repack, exact = kernels == "fast", kernels == "exact"
+    model = _core.Model(path, n_gpu_layers=n_gpu_layers, repack=repack, load_mtp=load_mtp, no_alloc=no_alloc)
+    engine = _core.Engine(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, flash_attn=flash_attn,
+                          type_k=type_k, type_v=type_v, exact=exact)
+    drafters, dmodel = {}, None
+    if draft_path is not None:
+        darch = dict(_core.model_info(draft_path))["architecture"]
+        # The drafter runs with the same kernels as the target: then a draft
+        # model identical to the target agrees with it on every token.
+        dmodel = _core.Model(draft_path, n_gpu_layers=n_gpu_layers, repack=repack, no_alloc=no_alloc)
+        if darch == "eagle3":
+            drafters["eagle3"] = _core.Eagle3Drafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn)
+        elif darch == "dflash":
+            drafters["dflash"] = _core.DFlashDrafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn,
+                                                     window=dflash_window)
+        else:
+            drafters["draft"] = _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx, n_threads=n_threads,
+                                                        exact=exact, flash_attn=flash_attn)
+    if load_mtp:
+        drafters["mtp"] = _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn)
+    return model, engine, dmodel, drafters
+
+
 def _memory_dict(model, engine, spec_type: str, drafter, draft_model, n_ctx: int) -> dict:
     em = engine.memory()
     r = {"n_ctx": n_ctx, "spec_type": spec_type, "weights_bytes": model.size_bytes,
          "target_kv_bytes": em["kv_bytes"], "target_compute_bytes": em["compute_bytes"],
          "draft_weights_bytes": 0, "draft_kv_bytes": 0, "draft_compute_bytes": 0, "draft_buffer_bytes": 0}
-    if drafter is not None and hasattr(drafter, "memory"):
+    if drafter is not None:
         dm = drafter.memory()
         r.update(draft_kv_bytes=dm["kv_bytes"], draft_compute_bytes=dm["compute_bytes"],
                  draft_buffer_bytes=dm["buffer_bytes"])
@@ -486,23 +493,10 @@ def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
     if not isinstance(n_ctx, int) or n_ctx < 8:
         raise InvalidParameterError(f"n_ctx must be an integer >= 8, got {n_ctx!r}")
     path = str(check_gguf(model_path) if model_path is not None else default_model_path())
-    meta = dict(_core.model_info(path))
-    has_mtp = int(meta["n_layer_nextn"]) > 0
-    model = _core.Model(path, no_alloc=True, load_mtp=has_mtp)
-    engine = _core.Engine(model, n_ctx=n_ctx, n_batch=n_batch, type_k=type_k, type_v=type_v)
-    drafters, dmodel = {}, None
-    if draft_model is not None:
-        dpath = str(check_gguf(draft_model, what="draft model"))
-        darch = dict(_core.model_info(dpath))["architecture"]
-        dmodel = _core.Model(dpath, no_alloc=True)
-        if darch == "eagle3":
-            drafters["eagle3"] = _core.Eagle3Drafter(engine, dmodel)
-        elif darch == "dflash":
-            drafters["dflash"] = _core.DFlashDrafter(engine, dmodel, window=dflash_window)
-        else:
-            drafters["draft"] = _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx)
-    if has_mtp:
-        drafters["mtp"] = _core.MtpDrafter(engine)
+    dpath = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
+    model, engine, dmodel, drafters = _open(path, dpath, mtp=None, n_ctx=n_ctx, n_batch=n_batch, n_threads=1,
+                                            n_gpu_layers=0, flash_attn=-1, type_k=type_k, type_v=type_v,
+                                            kernels="exact", dflash_window=dflash_window, no_alloc=True)
     name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
     if name not in drafters and name not in ("none", "ngram"):
         raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "

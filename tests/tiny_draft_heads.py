@@ -43,7 +43,7 @@ from typing import Sequence
 import gguf
 import numpy as np
 
-from tiny_models import add_tokenizer, write_llama
+from tiny_models import add_hparams, add_tokenizer, write_llama
 
 # write_llama is re-exported: a test writes a target and its drafter from one module
 __all__ = ["write_eagle3", "write_dflash", "write_dspark", "write_dflash2", "write_gemma3", "write_llama"]
@@ -103,21 +103,33 @@ class _Writer:
 
     def hparams(self, *, n_ctx: int, n_embd: int, n_layer: int, n_ff: int, n_head: int, n_head_kv: int,
                 head_dim: int) -> None:
-        w = self.w
-        w.add_context_length(n_ctx)
-        w.add_embedding_length(n_embd)
-        w.add_block_count(n_layer)
-        w.add_feed_forward_length(n_ff)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(n_head_kv)
-        w.add_key_length(head_dim)
-        w.add_value_length(head_dim)
-        w.add_rope_dimension_count(head_dim)
+        add_hparams(self.w, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head,
+                    n_head_kv=n_head_kv, n_rot=head_dim, head_dim=head_dim)
 
     def mat(self, name: str, ne0: int, ne1: int, scale: float | None = None) -> None:
         """A {ne0, ne1} matrix (ne0 = input columns), N(0, scale / sqrt(ne0))."""
         s = self.scale if scale is None else scale
         self.w.add_tensor(name, (self.rng.standard_normal((ne1, ne0)) * s / np.sqrt(ne0)).astype(np.float32))
+
+    def decoder_layer(self, i: int, *, n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int,
+                      post_norms: bool) -> None:
+        """Block i of a q/k-normed attention + SwiGLU decoder (DFlash, Gemma 3);
+        post_norms adds Gemma's post-attention and post-FFN norms."""
+        n_kv = head_dim * n_head_kv
+        self.norm(f"blk.{i}.attn_norm.weight", n_embd)
+        self.mat(f"blk.{i}.attn_q.weight", n_embd, head_dim * n_head)
+        self.mat(f"blk.{i}.attn_k.weight", n_embd, n_kv)
+        self.mat(f"blk.{i}.attn_v.weight", n_embd, n_kv)
+        self.mat(f"blk.{i}.attn_output.weight", head_dim * n_head, n_embd)
+        self.norm(f"blk.{i}.attn_q_norm.weight", head_dim)
+        self.norm(f"blk.{i}.attn_k_norm.weight", head_dim)
+        self.norm(f"blk.{i}.ffn_norm.weight", n_embd)
+        self.mat(f"blk.{i}.ffn_gate.weight", n_embd, n_ff)
+        self.mat(f"blk.{i}.ffn_up.weight", n_embd, n_ff)
+        self.mat(f"blk.{i}.ffn_down.weight", n_ff, n_embd)
+        if post_norms:
+            self.norm(f"blk.{i}.post_attention_norm.weight", n_embd)
+            self.norm(f"blk.{i}.post_ffw_norm.weight", n_embd)
 
     def norm(self, name: str, n: int) -> None:
         self.w.add_tensor(name, (1.0 + 0.1 * self.rng.standard_normal(n)).astype(np.float32))
@@ -331,22 +343,9 @@ def _dflash(path: Path, *, target_n_embd: int, target_n_layer: int, target_layer
         g.d2t(draft_vocab, n_vocab)
     if extra_tensors:
         extra_tensors(g, n_embd, n_vocab, n_draft_vocab)
-    n_kv = head_dim * n_head_kv
     for i in range(n_layer):
-        g.norm(f"blk.{i}.attn_norm.weight", n_embd)
-        g.mat(f"blk.{i}.attn_q.weight", n_embd, head_dim * n_head)
-        g.mat(f"blk.{i}.attn_k.weight", n_embd, n_kv)
-        g.mat(f"blk.{i}.attn_v.weight", n_embd, n_kv)
-        g.mat(f"blk.{i}.attn_output.weight", head_dim * n_head, n_embd)
-        g.norm(f"blk.{i}.attn_q_norm.weight", head_dim)
-        g.norm(f"blk.{i}.attn_k_norm.weight", head_dim)
-        g.norm(f"blk.{i}.ffn_norm.weight", n_embd)
-        g.mat(f"blk.{i}.ffn_gate.weight", n_embd, n_ff)
-        g.mat(f"blk.{i}.ffn_up.weight", n_embd, n_ff)
-        g.mat(f"blk.{i}.ffn_down.weight", n_ff, n_embd)
-        if target_arch == "gemma3":
-            g.norm(f"blk.{i}.post_attention_norm.weight", n_embd)
-            g.norm(f"blk.{i}.post_ffw_norm.weight", n_embd)
+        g.decoder_layer(i, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ff=n_ff,
+                        post_norms=target_arch == "gemma3")
         if layer_tensors:
             layer_tensors(g, i, n_embd)
     return g.close()
@@ -518,21 +517,9 @@ def write_gemma3(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 
     # unit-variance rows after the graph's sqrt(n_embd) scale
     g.w.add_tensor("token_embd.weight",
                    (g.rng.standard_normal((n_vocab, n_embd)) / np.sqrt(n_embd)).astype(np.float32))
-    n_kv = head_dim * n_head_kv
     for i in range(n_layer):
-        g.norm(f"blk.{i}.attn_norm.weight", n_embd)
-        g.mat(f"blk.{i}.attn_q.weight", n_embd, head_dim * n_head)
-        g.mat(f"blk.{i}.attn_k.weight", n_embd, n_kv)
-        g.mat(f"blk.{i}.attn_v.weight", n_embd, n_kv)
-        g.mat(f"blk.{i}.attn_output.weight", head_dim * n_head, n_embd)
-        g.norm(f"blk.{i}.attn_q_norm.weight", head_dim)
-        g.norm(f"blk.{i}.attn_k_norm.weight", head_dim)
-        g.norm(f"blk.{i}.post_attention_norm.weight", n_embd)
-        g.norm(f"blk.{i}.ffn_norm.weight", n_embd)
-        g.mat(f"blk.{i}.ffn_gate.weight", n_embd, n_ff)
-        g.mat(f"blk.{i}.ffn_up.weight", n_embd, n_ff)
-        g.mat(f"blk.{i}.ffn_down.weight", n_ff, n_embd)
-        g.norm(f"blk.{i}.post_ffw_norm.weight", n_embd)
+        g.decoder_layer(i, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ff=n_ff,
+                        post_norms=True)
     g.norm("output_norm.weight", n_embd)
     g.mat("output.weight", n_embd, n_vocab)
     return g.close()

@@ -50,6 +50,22 @@ def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0, n_vocab: int = 0) -> int
     return len(tokens)
 
 
+def add_hparams(w: gguf.GGUFWriter, *, n_ctx: int, n_embd: int, n_layer: int, n_ff: int, n_head: int,
+                n_head_kv: int, n_rot: int, head_dim: int | None = None) -> None:
+    """The decoder hyperparameters every tiny writer sets (head_dim: also the
+    key/value lengths, for architectures that read them)."""
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    if head_dim is not None:
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_rope_dimension_count(n_rot)
+
+
 def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, dtype: str = "f32",
                 vocab_variant: int = 0, arch: str = "llama", scale: float = 0.5, perturb: float = 0.0,
@@ -68,14 +84,9 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     n_vocab = len(vocab(vocab_variant)[0])
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(f"tiny-{arch}-{seed}")
-    w.add_context_length(n_ctx)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
+    add_hparams(w, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
+                n_rot=n_embd // n_head)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(n_embd // n_head)
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     add_tokenizer(w, vocab_variant)

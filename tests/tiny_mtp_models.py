@@ -51,7 +51,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tiny_models import add_tokenizer, vocab
+from tiny_models import add_hparams, add_tokenizer, vocab
 
 
 class _Writer:
@@ -69,16 +69,9 @@ class _Writer:
         self.n_vocab = len(vocab(0, n_vocab)[0])
         w = self.w = gguf.GGUFWriter(str(path), arch)
         w.add_name(f"tiny-mtp-{arch}-{seed}")
-        w.add_context_length(n_ctx)
-        w.add_embedding_length(n_embd)
-        w.add_block_count(n_layer + n_nextn)
+        add_hparams(w, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer + n_nextn, n_ff=n_ff, n_head=n_head,
+                    n_head_kv=n_head_kv, n_rot=n_rot, head_dim=head_dim)
         w.add_nextn_predict_layers(n_nextn)
-        w.add_feed_forward_length(n_ff)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(n_head_kv)
-        w.add_key_length(head_dim)
-        w.add_value_length(head_dim)
-        w.add_rope_dimension_count(n_rot)
         w.add_layer_norm_rms_eps(1e-6)
         w.add_vocab_size(self.n_vocab)
         w.add_file_type(gguf.LlamaFileType.ALL_F32)

@@ -146,6 +146,23 @@ void check_head_compatible(const Model & target, const Model & draft) {
     check_vocab_compatible(target, draft);
 }
 
+FusedFeatures::FusedFeatures(llama_context * target_ctx, const Model & target, const Model & drafter)
+    : ids_(target_layer_ids(drafter)), n_embd_(size_t(target.n_embd())) {
+    for (int32_t id : ids_) llama_set_embeddings_layer_inp(target_ctx, uint32_t(id), true);
+}
+
+const float * FusedFeatures::gather(const TargetOutputs & out) {
+    const size_t W = width();
+    buf_.resize(size_t(out.n_tokens) * W);
+    for (size_t k = 0; k < ids_.size(); ++k) {
+        const float * f = llama_get_embeddings_layer_inp(out.ctx, uint32_t(ids_[k]));
+        if (!f) throw Error("the target did not capture the input of its layer " + std::to_string(ids_[k]));
+        for (int32_t i = 0; i < out.n_tokens; ++i)
+            std::memcpy(&buf_[size_t(i) * W + k * n_embd_], f + size_t(i) * n_embd_, n_embd_ * sizeof(float));
+    }
+    return buf_.data();
+}
+
 // ---- MTP ----
 
 MtpDrafter::MtpDrafter(std::shared_ptr<Engine> target, const HeadParams & p) : FeatureDrafter(std::move(target), p) {
@@ -212,15 +229,13 @@ Eagle3Drafter::Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     check_head_compatible(*target_model_, *head_);
     if (head_->arch() != "eagle3")
         throw DraftMismatchError("'" + head_->path() + "' is a " + head_->arch() + " drafter, not an EAGLE-3 head");
-    layer_ids_ = target_layer_ids(*head_);
-    n_embd_tgt_ = target_model_->n_embd();
     n_embd_ = head_->n_embd();
     // The encoder outputs every row and the output buffer holds rows x
     // vocabulary logits: encode and decode in chunks of 64 rows.
     llama_context_params cp = base_params();
     cp.n_batch = cp.n_ubatch = cp.n_outputs_max = std::min<uint32_t>(cp.n_batch, 64);
     make_context(head_->get(), cp, "EAGLE-3");
-    for (int32_t id : layer_ids_) llama_set_embeddings_layer_inp(tgt_, uint32_t(id), true);
+    feats_ = std::make_unique<FusedFeatures>(tgt_, *target_model_, *head_);
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
 
@@ -233,14 +248,8 @@ void Eagle3Drafter::begin(const std::vector<llama_token> & prompt) {
 }
 
 void Eagle3Drafter::observe(const TargetOutputs & out) {
-    const size_t E = size_t(n_embd_tgt_), W = layer_ids_.size() * E, D = size_t(n_embd_);
-    feat_.resize(size_t(out.n_tokens) * W);
-    for (size_t k = 0; k < layer_ids_.size(); ++k) {
-        const float * f = llama_get_embeddings_layer_inp(out.ctx, uint32_t(layer_ids_[k]));
-        if (!f) throw Error("eagle3: the target did not capture layer " + std::to_string(layer_ids_[k]));
-        for (int32_t i = 0; i < out.n_tokens; ++i)
-            std::memcpy(&feat_[size_t(i) * W + k * E], f + size_t(i) * E, E * sizeof(float));
-    }
+    const float * feat = feats_->gather(out);
+    const size_t W = feats_->width(), D = size_t(n_embd_);
     // rows at positions >= pos0 are replaced (a rollback dropped them)
     g_n_ = std::clamp(out.pos0 - g_pos0_, 0, g_n_);
     if (g_n_ == 0) g_pos0_ = out.pos0;
@@ -252,7 +261,7 @@ void Eagle3Drafter::observe(const TargetOutputs & out) {
     g_.resize(size_t(g_n_ + out.n_tokens) * D);
     for (int32_t i = 0; i < out.n_tokens; i += chunk) {
         const int32_t n = std::min(chunk, out.n_tokens - i);
-        for (int32_t j = 0; j < n; ++j) add_embd(&feat_[size_t(i + j) * W], W, pos + j, true);
+        for (int32_t j = 0; j < n; ++j) add_embd(feat + size_t(i + j) * W, W, pos + j, true);
         run(LLAMA_PROCESS_TYPE_ENCODE, "eagle3 encoder");
         const float * g = llama_get_embeddings_nextn(ctx_.get());
         if (!g) throw Error("eagle3: the encoder produced no output");
@@ -324,8 +333,6 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     if (drafter_->arch() != "dflash")
         throw DraftMismatchError("'" + drafter_->path() + "' is a " + drafter_->arch() +
                                  " drafter, not a DFlash drafter");
-    layer_ids_ = target_layer_ids(*drafter_);
-    n_embd_tgt_ = target_model_->n_embd();
     block_size_ = meta_int(*drafter_, "dflash.block_size", 16);
     if (block_size_ < 2) throw DraftMismatchError("'" + drafter_->path() + "' has block size " +
                                                   std::to_string(block_size_) + "; expected >= 2");
@@ -347,7 +354,7 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     cp.n_batch = cp.n_ubatch = std::max<uint32_t>(64, uint32_t(block_size_));
     cp.n_outputs_max = uint32_t(block_size_);
     make_context(drafter_->get(), cp, "DFlash");
-    for (int32_t id : layer_ids_) llama_set_embeddings_layer_inp(tgt_, uint32_t(id), true);
+    feats_ = std::make_unique<FusedFeatures>(tgt_, *target_model_, *drafter_);
     llama_set_causal_attn(ctx_.get(), meta_bool(*drafter_, "dflash.attention.causal", false));
 }
 
@@ -359,21 +366,15 @@ void DFlashDrafter::make_room(llama_pos end) {
 
 void DFlashDrafter::observe(const TargetOutputs & out) {
     if (out.pos0 == 0) kept_from_ = 0;
-    const size_t E = size_t(n_embd_tgt_), W = layer_ids_.size() * E;
-    feat_.resize(size_t(out.n_tokens) * W);
-    for (size_t k = 0; k < layer_ids_.size(); ++k) {
-        const float * f = llama_get_embeddings_layer_inp(out.ctx, uint32_t(layer_ids_[k]));
-        if (!f) throw Error("dflash: the target did not capture layer " + std::to_string(layer_ids_[k]));
-        for (int32_t i = 0; i < out.n_tokens; ++i)
-            std::memcpy(&feat_[size_t(i) * W + k * E], f + size_t(i) * E, E * sizeof(float));
-    }
+    const float * feat = feats_->gather(out);
+    const size_t W = feats_->width();
     // features of rejected rows and the last noise block are replaced
     drop_from(out.pos0);
     const llama_pos first = std::max<llama_pos>(out.pos0, out.pos0 + out.n_tokens - llama_pos(window_));
     make_room(out.pos0 + out.n_tokens);
     const llama_pos end = out.pos0 + out.n_tokens, chunk = llama_pos(llama_n_batch(ctx_.get()));
     for (llama_pos p = first; p < end; p += chunk) {
-        for (llama_pos q = p; q < std::min(end, p + chunk); ++q) add_embd(&feat_[size_t(q - out.pos0) * W], W, q, false);
+        for (llama_pos q = p; q < std::min(end, p + chunk); ++q) add_embd(feat + size_t(q - out.pos0) * W, W, q, false);
         run(LLAMA_PROCESS_TYPE_DECODE, "dflash features");
     }
 }

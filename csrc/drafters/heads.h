@@ -104,6 +104,24 @@ private:
     std::vector<float> prev_;  // scratch: the row before a forward
 };
 
+// The inputs of the target layers a drafter reads (its GGUF's
+// <arch>.target_layers), fused per row as [f_id0 | f_id1 | ...]. Turns their
+// capture on in the target context.
+class FusedFeatures {
+public:
+    FusedFeatures(llama_context * target_ctx, const Model & target, const Model & drafter);
+    // The fused rows of the forward `out` describes: [out.n_tokens, width()].
+    const float * gather(const TargetOutputs & out);
+    size_t width() const { return ids_.size() * n_embd_; }
+    size_t bytes(size_t rows) const { return rows * width() * sizeof(float); }
+    size_t bytes_used() const { return buf_.capacity() * sizeof(float); }
+
+private:
+    std::vector<int32_t> ids_;
+    size_t n_embd_;
+    std::vector<float> buf_;
+};
+
 // EAGLE-3: a one-layer head (GGUF architecture eagle3) over three target
 // layers' features, fused by its encoder; at position p its decoder reads
 // (token p+1, fused feature of p) and drafts autoregressively on its own
@@ -120,16 +138,15 @@ private:
     // one forward's fused features, and encoder rows not yet decoded: at
     // most a prompt chunk, or the rows of a verify batch plus its successor
     size_t buffer_bytes() const override {
-        return batch_rows() * (layer_ids_.size() * size_t(n_embd_tgt_) + 2 * size_t(n_embd_)) * sizeof(float);
+        return feats_->bytes(batch_rows()) + batch_rows() * 2 * size_t(n_embd_) * sizeof(float);
     }
-    size_t buffer_bytes_used() const override { return (g_.capacity() + feat_.capacity()) * sizeof(float); }
+    size_t buffer_bytes_used() const override { return g_.capacity() * sizeof(float) + feats_->bytes_used(); }
     // decodes the pairs (history_[p+1], g_p) for p in [n_valid_, last], the
     // last one with logits when `output`
     int32_t flush(int32_t last, bool output);
     std::shared_ptr<Model> head_;
-    std::vector<int32_t> layer_ids_;
-    int32_t n_embd_tgt_ = 0, n_embd_ = 0;
-    std::vector<float> feat_;  // scratch: fused target features of one forward
+    std::unique_ptr<FusedFeatures> feats_;
+    int32_t n_embd_ = 0;
     std::vector<float> g_;     // encoder outputs for positions g_pos0_ .. g_pos0_ + g_n_ - 1
     int32_t g_pos0_ = 0, g_n_ = 0;
     int32_t n_valid_ = 0;      // the drafter memory's pairs at positions < n_valid_ are committed
@@ -151,24 +168,23 @@ public:
 private:
     // one forward's fused features; the window itself lives in the KV cache
     size_t buffer_bytes() const override {
-        return batch_rows() * layer_ids_.size() * size_t(n_embd_tgt_) * sizeof(float);
+        return feats_->bytes(batch_rows());
     }
-    size_t buffer_bytes_used() const override { return feat_.capacity() * sizeof(float); }
+    size_t buffer_bytes_used() const override { return feats_->bytes_used(); }
     void make_room(llama_pos end);  // keeps the features of positions >= end - window_
     std::shared_ptr<Model> drafter_;
-    std::vector<int32_t> layer_ids_;
-    int32_t n_embd_tgt_ = 0;
+    std::unique_ptr<FusedFeatures> feats_;
     int32_t block_size_ = 16;
     llama_token mask_ = LLAMA_TOKEN_NULL;
     bool dspark_ = false;      // a DSpark drafter (Markov head)
     bool anchor_ = false;      // DSpark drafting from the anchor slot
     uint32_t window_ = 0;
     llama_pos kept_from_ = 0;  // oldest position still in the drafter memory
-    std::vector<float> feat_;  // scratch: fused target features of one forward
 };
 
 // Checks that `draft` (an eagle3 or dflash GGUF) was built for `target`:
-// hidden size, target layer ids, vocabulary. Throws IncompatibleDraftError.
+// hidden size, target layer ids, vocabulary. Throws DraftMismatchError or
+// VocabMismatchError.
 void check_head_compatible(const Model & target, const Model & draft);
 
 }  // namespace pyspec

@@ -119,9 +119,7 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
     if (chunk < 1 || chunk > batch_.capacity())
         throw InvalidParameterError("chunk must be in [1, " + std::to_string(batch_.capacity()) + "], got " +
                                     std::to_string(chunk));
-    if (size_t(n_past()) + tokens.size() > n_ctx())
-        throw ContextOverflowError(std::to_string(n_past()) + " tokens in memory + " +
-                                   std::to_string(tokens.size()) + " new exceed n_ctx=" + std::to_string(n_ctx()));
+    check_room(tokens.size(), "decode");
     for (llama_token t : tokens) {
         if (t < 0 || t >= n_vocab_)
             throw InvalidParameterError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
@@ -143,10 +141,14 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
     return out;
 }
 
+void Engine::check_room(size_t n, const char * what) const {
+    if (size_t(n_past()) + n > n_ctx())
+        throw ContextOverflowError(std::string(what) + ": " + std::to_string(n_past()) + " tokens in memory + " +
+                                   std::to_string(n) + " new exceed n_ctx=" + std::to_string(n_ctx()));
+}
+
 void Engine::prefill(const std::vector<llama_token> & prompt, Drafter * observer) {
-    if (size_t(n_past()) + prompt.size() > n_ctx())
-        throw ContextOverflowError(std::to_string(n_past()) + " tokens in memory + " +
-                                   std::to_string(prompt.size()) + " new exceed n_ctx=" + std::to_string(n_ctx()));
+    check_room(prompt.size(), "prompt");
     const size_t chunk = size_t(batch_.capacity());
     for (size_t i = 0; i < prompt.size(); i += chunk) {
         const size_t n = std::min(prompt.size() - i, chunk);
@@ -161,9 +163,7 @@ void Engine::forward(const std::vector<llama_token> & tokens) {
     if (tokens.empty() || int32_t(tokens.size()) > batch_.capacity())
         throw InvalidParameterError("forward takes 1.." + std::to_string(batch_.capacity()) + " tokens, got " +
                                     std::to_string(tokens.size()));
-    if (size_t(n_past()) + tokens.size() > n_ctx())
-        throw ContextOverflowError("forward: " + std::to_string(n_past()) + " tokens in memory + " +
-                                   std::to_string(tokens.size()) + " exceed n_ctx=" + std::to_string(n_ctx()));
+    check_room(tokens.size(), "forward");
     submit(tokens.data(), tokens.size(), true, true, "forward");
 }
 

@@ -107,6 +107,8 @@ private:
     // token, only the last one, or none, and decodes it.
     void submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what);
     void decode_batch(const char * what);
+    // ContextOverflowError unless n more tokens fit after n_past().
+    void check_room(size_t n, const char * what) const;
     void checkpoint();
     // Prompt processing in batch-sized chunks, logits for the last token
     // only; `observer` (a drafter) sees every chunk.
