@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pyspec
+from pyspec import _core
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT / "llama.cpp" / "fetch.py"
@@ -66,3 +69,16 @@ def test_stub_covers_the_extension():
     public = [n for n in dir(_core) if not n.startswith("_")]
     missing = [n for n in public if f"def {n}(" not in stub and f"class {n}" not in stub]
     assert not missing, f"pyspec/_core.pyi lacks {missing}; regenerate it with pybind11-stubgen"
+
+
+@pytest.mark.parametrize("qtype", ["bf16", "q8_0"])
+def test_quantize_writes_a_loadable_model(tiny_target, tmp_path, qtype):
+    out = tmp_path / f"t-{qtype}.gguf"
+    _core.quantize(str(tiny_target), str(out), qtype, 1)
+    assert 0 < out.stat().st_size < tiny_target.stat().st_size
+    assert pyspec.LLM(out, n_ctx=128).generate("the of", max_tokens=4, ignore_eos=True).tokens
+
+
+def test_quantize_names_the_known_types(tiny_target, tmp_path):
+    with pytest.raises(pyspec.InvalidParameterError, match="bf16"):
+        _core.quantize(str(tiny_target), str(tmp_path / "x.gguf"), "q9_9", 1)
