@@ -21,7 +21,7 @@ except ImportError as _e:  # the source tree without the compiled engine
 from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, memory_report, model_info
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
                      InvalidParameterError, ModelFileNotFoundError, ModelLoadError, PyspecError,
-                     VocabMismatchError)
+                     UnsupportedError, VocabMismatchError)
 from .models import default_model_path
 
 __version__ = "0.1.0"
@@ -29,5 +29,5 @@ __version__ = "0.1.0"
 __all__ = [
     "LLM", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "default_model_path",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
-    "ContextOverflowError", "InvalidParameterError", "DecodeError", "GenerationInterrupted",
+    "ContextOverflowError", "InvalidParameterError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
 ]

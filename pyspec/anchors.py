@@ -147,7 +147,7 @@ def _run(cmd: list, timeout: int = 1200, require: Optional[str] = None) -> tuple
     llama.cpp issue 22142), so on a busy machine a run can lose its last lines,
     the timings included: such a run is repeated (up to LOG_RETRIES times)."""
     # The tools are stock llama.cpp: they run its own (fast, not batch-invariant) kernels.
-    env = {k: v for k, v in os.environ.items() if k != "GGML_CPU_BATCH_INVARIANT"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GGML_CPU_BATCH_INVARIANT", "GGML_CUDA_BATCH_INVARIANT")}
     name = Path(str(cmd[0])).name
     for attempt in range(1, LOG_RETRIES + 1):
         try:

@@ -35,11 +35,17 @@ class DecodeError(PyspecError):
     """llama.cpp failed while evaluating a batch."""
 
 
+class UnsupportedError(PyspecError):
+    """The model cannot run in the requested mode on this backend, e.g. exact
+    (batch-invariant) kernels on a GPU for a weight type or an operation they
+    do not cover. The message names the operation and what to use instead."""
+
+
 class GenerationInterrupted(PyspecError):
     """A generation was stopped before it finished."""
 
 
 __all__ = [
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError",
-    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "DecodeError", "GenerationInterrupted",
+    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
 ]

@@ -1,35 +1,242 @@
-"""GPU-only checks; skipped on CPU builds (CI) and on machines without a GPU."""
+"""GPU checks: exact (batch-invariant) CUDA kernels and lossless speculation on the GPU.
+
+Skipped on CPU builds and on machines without a GPU (CI). On the GPU host they
+run through benchmarks/gpu/run_h200.sh (step `test`), with the models of
+tests/gpu_models.py written on the development machine and carried there
+(PYSPEC_GPU_MODELS); elsewhere the tests write them themselves.
+"""
 import os
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import pyspec
 from pyspec import _core
 
+import gpu_models
+
 needs_gpu = pytest.mark.skipif(not _core.build_info()["gpu_offload"], reason="no GPU backend in this build")
 
 PROMPT = "the of and to in is it"
+# 1..17 (every verify of up to 16 drafts), then the chunked widths up to the exact maximum (65)
+WIDTHS = list(range(1, 18)) + [24, 32, 64, 65]
+# prompts for the end-to-end checks: code, prose, a list, chat-like, repetitive
+PROMPTS = [
+    "def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n",
+    "The history of the Roman Empire begins",
+    "import numpy as np\nimport torch\n\nclass Model(torch.nn.Module):\n",
+    "Q: What is the capital of France?\nA:",
+    "one two three four five six seven eight nine ten one two three",
+]
 
 
-def _gen(model, env_argmax):
-    """Greedy tokens in a fresh process (the switch is read when the engine is made)."""
-    code = ("import pyspec, json, sys; llm = pyspec.LLM(sys.argv[1], n_gpu_layers=-1, n_ctx=512); "
-            f"print(json.dumps([llm.generate({PROMPT!r}, max_tokens=48, ignore_eos=True, spec_type=t).tokens "
-            "for t in ('none', 'ngram')]))")
-    env = dict(os.environ, PYSPEC_DEVICE_ARGMAX=env_argmax)
-    out = subprocess.run([sys.executable, "-c", code, str(model)], env=env, capture_output=True, text=True,
-                         check=True)
-    return out.stdout.strip().splitlines()[-1]
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = gpu_models.folder()
+    if d is None or not (d / "llama256-q8_0.gguf").exists():
+        d = tmp_path_factory.mktemp("gpu_models")
+        gpu_models.write_all(d)
+    return d
+
+
+def gpu_llm(path, **kw):
+    kw.setdefault("n_ctx", 1024)
+    return pyspec.LLM(path, n_gpu_layers=-1, **kw)
+
+
+def rows_by_width(llm, prompt_tokens, follow, widths=WIDTHS):
+    """logits of `follow` decoded after the prompt in chunks of each width."""
+    eng = llm._engine
+    out = {}
+    for w in widths:
+        eng.reset()
+        eng.decode(prompt_tokens, 64, False)
+        out[w] = eng.decode(follow, w)
+    return out
+
+
+def assert_bitwise_equal(rows):
+    ref = rows[1]
+    bad = []
+    for w, r in rows.items():
+        if not np.array_equal(r.view(np.uint32), ref.view(np.uint32)):
+            bad.append(f"width {w}: max |diff| {float(np.abs(r - ref).max()):g}")
+    assert not bad, "; ".join(bad)
 
 
 @needs_gpu
-def test_device_argmax_matches_host_argmax(tiny_target):
-    # same logits, argmax taken on the device vs on the host: same tokens
-    assert _gen(tiny_target, "1") == _gen(tiny_target, "0")
+def test_build_reports_exact_cuda():
+    assert "CUDA" in _core.build_info()["exact_backends"]
 
 
-def test_device_argmax_off_without_gpu(tiny_target):
-    llm = pyspec.LLM(tiny_target, n_ctx=256)
+@needs_gpu
+@pytest.mark.parametrize("quant", gpu_models.QUANTS)
+def test_cuda_exact_logits_do_not_depend_on_width(models, quant):
+    llm = gpu_llm(models / f"llama256-{quant}.gguf")
+    assert llm._engine.exact
+    prompt = llm.tokenize(PROMPT)
+    follow = llm.generate(PROMPT, max_tokens=65, ignore_eos=True).tokens
+    assert_bitwise_equal(rows_by_width(llm, prompt, follow))
+
+
+@needs_gpu
+def test_cuda_exact_with_quantized_kv_cache(models):
+    llm = gpu_llm(models / "llama256-q4_k_m.gguf", type_k="q8_0", type_v="q8_0")
+    prompt = llm.tokenize(PROMPT)
+    follow = llm.generate(PROMPT, max_tokens=33, ignore_eos=True).tokens
+    assert_bitwise_equal(rows_by_width(llm, prompt, follow, [1, 2, 5, 8, 9, 16, 17, 33]))
+
+
+@needs_gpu
+def test_cuda_exact_across_kv_padding(models):
+    # a verify batch that crosses a 256-cell boundary of the KV cache sees more (masked) cells
+    # than the decode of the same tokens did; the fixed KV split keeps the rows equal
+    llm = gpu_llm(models / "llama256-q8_0.gguf")
+    rng = random.Random(0)
+    prompt = [rng.randrange(3, llm.n_vocab) for _ in range(250)]
+    follow = [rng.randrange(3, llm.n_vocab) for _ in range(17)]
+    assert_bitwise_equal(rows_by_width(llm, prompt, follow, [1, 3, 8, 17]))
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["llama256-f32.gguf", "llama64-q8_0.gguf"])
+def test_cuda_exact_refuses_what_it_does_not_cover(models, name):
+    # f32 weights (no exact mat-vec kernel) and head size 16 (no vector attention kernel):
+    # a clear error at load, never a silent fallback to kernels that depend on the batch
+    with pytest.raises(pyspec.UnsupportedError, match="exact"):
+        gpu_llm(models / name)
+    fast = gpu_llm(models / name, kernels="fast")
+    assert not fast._engine.exact
+    assert len(fast.generate(PROMPT, max_tokens=8, ignore_eos=True).tokens) == 8
+
+
+class NoisyOracle(_core.Drafter):
+    """Drafts the target's own continuation with every third draft corrupted at a random
+    position: exercises every verify width, full and partial acceptance."""
+
+    def __init__(self, reference, n_vocab, seed=0):
+        super().__init__()
+        self.reference, self.n_vocab, self.rng = reference, n_vocab, random.Random(seed)
+
+    def begin(self, prompt):
+        self.n = 0
+
+    def accept(self, n_accepted, emitted):
+        self.n += len(emitted)
+
+    def draft(self, n_max):
+        d = list(self.reference[self.n:self.n + n_max])
+        if d and self.rng.random() < 1 / 3:
+            d[self.rng.randrange(len(d))] = self.rng.randrange(3, self.n_vocab)
+        return d
+
+
+def _generate_with(llm, prompt, n, drafter, k):
+    r = llm._engine.generate(llm.tokenize(prompt), n_predict=n, draft_n_max=k, ignore_eos=True, drafter=drafter)
+    return list(r["tokens"])
+
+
+def _first_diff(a, b):
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+
+
+def check_speculative_equals_plain(llm, drafters, n=256, ks=(1, 3, 7, 8, 15), prompts=PROMPTS):
+    bad = []
+    for p in prompts:
+        base = llm.generate(p, max_tokens=n, ignore_eos=True, spec_type="none").tokens
+        for name, run in drafters.items():
+            for k in ks:
+                got = run(p, base, k)
+                if got != base:
+                    bad.append(f"{name} k={k} prompt {p[:16]!r}: first difference at {_first_diff(got, base)}")
+    assert not bad, "\n".join(bad)
+
+
+@needs_gpu
+def test_cuda_speculative_equals_plain_tiny(models):
+    llm = gpu_llm(models / "llama256-q4_k_m.gguf")
+    check_speculative_equals_plain(llm, {
+        "ngram": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="ngram",
+                                                 draft_n_max=k).tokens,
+        "oracle": lambda p, base, k: _generate_with(llm, p, len(base), NoisyOracle(base, llm.n_vocab), k),
+    }, n=128, prompts=["the of and to", "x y z x y z", "def sort(arr): return"])
+
+
+@needs_gpu
+def test_cuda_speculative_equals_plain_draft_model(models):
+    llm = gpu_llm(models / "llama256-q4_k_m.gguf", draft_model=models / "llama256-q4_0.gguf")
+    check_speculative_equals_plain(llm, {
+        "draft": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="draft",
+                                                 draft_n_max=k).tokens,
+    }, n=128, prompts=["the of and to", "def sort(arr): return"])
+
+
+@needs_gpu
+def test_cuda_speculative_equals_plain_mtp(models):
+    llm = gpu_llm(models / "mtp256-q8_0.gguf")
+    check_speculative_equals_plain(llm, {
+        "mtp": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="mtp",
+                                               draft_n_max=k).tokens,
+    }, n=96, prompts=["the of and to", "def sort(arr): return"])
+
+
+@pytest.fixture(scope="module")
+def gemma_gpu(gemma_path):
+    return gpu_llm(gemma_path, n_ctx=2048)
+
+
+@needs_gpu
+@pytest.mark.gemma
+def test_cuda_exact_gemma_logits_do_not_depend_on_width(gemma_gpu):
+    prompt = gemma_gpu.tokenize(PROMPTS[0])
+    follow = gemma_gpu.generate(PROMPTS[0], max_tokens=65, ignore_eos=True).tokens
+    assert_bitwise_equal(rows_by_width(gemma_gpu, prompt, follow))
+
+
+@needs_gpu
+@pytest.mark.gemma
+def test_cuda_speculative_equals_plain_gemma(gemma_gpu, models):
+    llm = gemma_gpu
+    drafters = {
+        "ngram": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="ngram",
+                                                 draft_n_max=k).tokens,
+        "oracle": lambda p, base, k: _generate_with(llm, p, len(base), NoisyOracle(base, llm.n_vocab), k),
+    }
+    check_speculative_equals_plain(llm, drafters)
+
+
+@needs_gpu
+@pytest.mark.gemma
+def test_cuda_speculative_equals_plain_gemma_dflash(gemma_path, models):
+    head = models / "gemma-dflash-random-q4_0.gguf"
+    if not head.exists():
+        pytest.skip("the random DFlash head for the default model is written by gpu_models.py --gemma")
+    llm = gpu_llm(gemma_path, n_ctx=2048, draft_model=head)
+    check_speculative_equals_plain(llm, {
+        "dflash": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="dflash",
+                                                  draft_n_max=k).tokens,
+    }, ks=(1, 7, 15))
+
+
+@needs_gpu
+def test_device_argmax_matches_host_argmax(models):
+    # same logits, argmax taken on the device vs on the host: same tokens (each in a fresh
+    # process: the switch is read when the engine is made)
+    code = ("import pyspec, json, sys; llm = pyspec.LLM(sys.argv[1], n_gpu_layers=-1, n_ctx=512); "
+            f"print(json.dumps([llm.generate({PROMPT!r}, max_tokens=48, ignore_eos=True, spec_type=t).tokens "
+            "for t in ('none', 'ngram')]))")
+    outs = []
+    for v in ("1", "0"):
+        r = subprocess.run([sys.executable, "-c", code, str(models / "llama256-q8_0.gguf")],
+                           env=dict(os.environ, PYSPEC_DEVICE_ARGMAX=v), capture_output=True, text=True, check=True)
+        outs.append(r.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1]
+
+
+def test_device_argmax_off_without_gpu(tmp_path):
+    import tiny_models
+    llm = pyspec.LLM(tiny_models.write_llama(tmp_path / "t.gguf"), n_ctx=256)
     assert llm._engine.device_argmax_available() is False

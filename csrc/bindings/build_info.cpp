@@ -17,6 +17,13 @@ void register_build_info(py::module_ & m) {
         py::list backends;
         for (size_t i = 0; i < ggml_backend_reg_count(); ++i) backends.append(ggml_backend_reg_name(ggml_backend_reg_get(i)));
         d["backends"] = backends;
+        // backends with exact (batch-invariant) kernels: patches 0001 (CPU) and 0005 (CUDA)
+        py::list exact;
+        for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+            ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+            if (ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_batch_invariant")) exact.append(ggml_backend_reg_name(reg));
+        }
+        d["exact_backends"] = exact;
         py::list feats;
         auto add = [&](const char * n, int on) { if (on) feats.append(n); };
         add("SSE3", ggml_cpu_has_sse3());

@@ -23,6 +23,8 @@ void register_errors(py::module_ &) {
             raise_as("ContextOverflowError", e);
         } catch (const InvalidParameterError & e) {
             raise_as("InvalidParameterError", e);
+        } catch (const UnsupportedError & e) {
+            raise_as("UnsupportedError", e);
         } catch (const DecodeError & e) {
             raise_as("DecodeError", e);
         } catch (const Interrupted & e) {

@@ -6,7 +6,6 @@
 
 #include "engine/engine.h"
 #include "engine/error.h"
-#include "ggml-cpu.h"
 #include "engine/log.h"
 #include "verify/sampling.h"
 
@@ -31,6 +30,7 @@ DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model &
     log_clear_recent();
     ctx_.reset(llama_init_from_model(model_->get(), cp));
     if (!ctx_) throw Error("llama.cpp could not create the draft model's context: " + log_recent());
+    set_kernel_mode(ctx_.get(), p.exact, "the draft model");
 }
 
 void DraftModelDrafter::begin(const std::vector<llama_token> & prompt) {
@@ -56,7 +56,6 @@ void DraftModelDrafter::sync_cache() {
         const size_t n = std::min(target_n - i, size_t(batch_.capacity()));
         batch_.clear();
         for (size_t j = 0; j < n; ++j) batch_.add(history_[i + j], llama_pos(i + j), false);
-        ggml_cpu_set_batch_invariant(p_.exact);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model prefill");
         cached_.insert(cached_.end(), history_.begin() + i, history_.begin() + i + n);
     }
@@ -74,7 +73,6 @@ Draft DraftModelDrafter::draft(int32_t n_max) {
     for (int32_t i = 0; i < n_max; ++i) {
         batch_.clear();
         batch_.add(cur, llama_pos(cached_.size()), true);
-        ggml_cpu_set_batch_invariant(p_.exact);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
         cached_.push_back(cur);
         const float * logits = llama_get_logits_ith(ctx_.get(), 0);

@@ -5,9 +5,9 @@
 #include <thread>
 
 #include "drafters/pick.h"
+#include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/log.h"
-#include "ggml-cpu.h"
 #include "llama-ext.h"
 
 namespace pyspec {
@@ -39,6 +39,7 @@ void FeatureDrafter::make_context(llama_model * model, llama_context_params cp, 
     log_clear_recent();
     ctx_.reset(llama_init_from_model(model, cp));
     if (!ctx_) throw Error("llama.cpp could not create the " + what + " context: " + log_recent());
+    set_kernel_mode(ctx_.get(), false, what);  // drafts never change the output: fast kernels
     batch_.reset(llama_batch_ext_init(ctx_.get()));
     if (!batch_) throw Error("llama.cpp could not create a batch for the " + what + " context");
 }
@@ -66,7 +67,6 @@ int32_t FeatureDrafter::add_embd(const float * embd, size_t n_embd, llama_pos po
 }
 
 void FeatureDrafter::run(llama_process_type type, const char * what) {
-    ggml_cpu_set_batch_invariant(false);  // drafts never change the output: fast kernels
     const int rc = llama_process(ctx_.get(), type, batch_.get());
     llama_batch_ext_clear(batch_.get());
     check_decode(rc, what);

@@ -7,7 +7,6 @@
 #include <thread>
 
 #include "engine/error.h"
-#include "ggml-cpu.h"
 #include "engine/log.h"
 #include "verify/verify.h"
 
@@ -69,6 +68,9 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
         throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + "): " +
                     log_recent() + ". Try a smaller n_ctx or another KV cache type.");
     }
+    set_kernel_mode(ctx_.get(), params.exact, "the target");
+    if (params.exact && target_->params().n_gpu_layers != 0 && !target_->params().no_alloc && llama_supports_gpu_offload())
+        probe_exact();
     const char * env = std::getenv("PYSPEC_DEVICE_ARGMAX");
     device_argmax_ok_ = target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() &&
                         !(env && std::strcmp(env, "0") == 0);
@@ -76,6 +78,30 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
         greedy_.reset(llama_sampler_chain_init(llama_sampler_chain_default_params()));
         llama_sampler_chain_add(greedy_.get(), llama_sampler_init_greedy());
     }
+}
+
+void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what) {
+    // Per context (patches/0004): a drafter or another LLM in another thread keeps its own mode.
+    if (!llama_set_batch_invariant(ctx, exact) && exact)
+        throw UnsupportedError(what + ": a backend of this context has no exact (batch-invariant) kernels; "
+                               "use kernels='fast' (--kernels fast), which is not lossless, or run on the CPU");
+}
+
+void Engine::probe_exact() {
+    // The GPU's exact kernels cover some weight types and ops only (patches/0005), and the backend
+    // says so when it meets a graph it cannot run exactly: find out now, with one token, rather
+    // than in the middle of a generation. Every forward of the model uses the same ops.
+    const llama_token bos = llama_vocab_bos(target_->vocab());
+    batch_.clear();
+    batch_.add(bos >= 0 && bos < n_vocab_ ? bos : 0, 0, true);
+    log_clear_recent();
+    const int rc = llama_decode(ctx_.get(), batch_.get());
+    batch_.clear();
+    llama_memory_clear(llama_get_memory(ctx_.get()), true);
+    if (rc == -3)
+        throw UnsupportedError("exact (batch-invariant) GPU kernels cannot run '" + target_->path() + "': " +
+                               log_recent() + ". Use kernels='fast' (not lossless) or n_gpu_layers=0 (exact on the CPU).");
+    check_decode(rc, "exact-kernel probe");
 }
 
 void Engine::use_device_argmax(bool on) {
@@ -106,8 +132,6 @@ void Engine::reset() {
 }
 
 void Engine::decode_batch(const char * what) {
-    // The switch is process-global (patches/0001): set it for every forward.
-    ggml_cpu_set_batch_invariant(params_.exact);
     const auto t0 = Clock::now();
     check_decode(llama_decode(ctx_.get(), batch_.get()), what);
     llama_synchronize(ctx_.get());

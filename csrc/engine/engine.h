@@ -110,6 +110,8 @@ private:
     // ContextOverflowError unless n more tokens fit after n_past().
     void check_room(size_t n, const char * what) const;
     void checkpoint();
+    // One token through the exact kernels; UnsupportedError if the backend cannot run them.
+    void probe_exact();
     // Prompt processing in batch-sized chunks, logits for the last token
     // only; `observer` (a drafter) sees every chunk.
     void prefill(const std::vector<llama_token> & prompt, Drafter * observer = nullptr);
@@ -138,6 +140,9 @@ private:
 // the target's and the draft model's contexts.
 // flash_attn: -1 auto, 0 off, 1 on.
 void apply_kernel_mode(llama_context_params & cp, bool exact, int32_t flash_attn);
+// Switches a context's backends to exact (batch-invariant) or fast kernels;
+// UnsupportedError if exact is asked and a backend has no such mode.
+void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what);
 
 // Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
 ggml_type kv_type_from_name(const std::string & name);

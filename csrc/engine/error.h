@@ -22,6 +22,9 @@ struct ContextOverflowError : Error { using Error::Error; };
 struct InvalidParameterError : Error { using Error::Error; };
 // llama_decode failed (a fatal error inside llama.cpp).
 struct DecodeError : Error { using Error::Error; };
+// The model or backend cannot run in the requested mode (e.g. exact kernels
+// on a GPU for weight types or ops they do not cover).
+struct UnsupportedError : Error { using Error::Error; };
 // The caller asked to stop (Ctrl-C, a callback returning false).
 struct Interrupted : Error { using Error::Error; };
 

@@ -65,6 +65,8 @@ struct opts {
     int dump = -1;
     int reps = 1;
     int rollback = 0;
+    int ngl = 0;     // layers on the GPU
+    int exact = -1;  // llama_set_batch_invariant(ctx, exact) when >= 0 (else the env switches decide)
     std::string save, cmp;
     std::vector<int> widths = {1, 2, 5, 16, 64};
     ggml_type tk = GGML_TYPE_F16, tv = GGML_TYPE_F16;
@@ -151,7 +153,7 @@ struct runner {
     void init(int max_w) {
         llama_model_params mp = llama_model_default_params();
         mp.use_extra_bufts = o.repack != 0;
-        mp.n_gpu_layers = 0;
+        mp.n_gpu_layers = o.ngl;
         model = llama_model_load_from_file(o.model.c_str(), mp);
         if (!model) { fprintf(stderr, "load failed\n"); exit(1); }
         vocab = llama_model_get_vocab(model);
@@ -177,6 +179,7 @@ struct runner {
         }
         ctx = llama_init_from_model(model, cp);
         if (!ctx) { fprintf(stderr, "ctx failed\n"); exit(1); }
+        if (o.exact >= 0 && !llama_set_batch_invariant(ctx, o.exact != 0)) fprintf(stderr, "warning: a backend has no batch-invariant mode\n");
     }
 
     // decode tokens [toks] at positions pos0.., logits for all if want_all, else only last
@@ -304,6 +307,8 @@ int main(int argc, char ** argv) {
         else if (a == "--dump") o.dump = atoi(nx());
         else if (a == "--reps") o.reps = atoi(nx());
         else if (a == "--rollback") o.rollback = 1;
+        else if (a == "-ngl") o.ngl = atoi(nx());
+        else if (a == "--exact") o.exact = atoi(nx());
         else if (a == "--save") o.save = nx();
         else if (a == "--cmp") o.cmp = nx();
         else if (a == "--ktype") o.tk = parse_type(nx());
