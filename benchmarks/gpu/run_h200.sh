@@ -71,6 +71,10 @@ probe() {  # first differing op per model, widths 1..17 (exact kernels)
   done
 }
 
+exactcheck() {  # width invariance and spec == plain on the tiny models, loaded before numpy
+  (cd /tmp && python3 "$ROOT/benchmarks/gpu/exact_check.py" 2>&1 | tee "$OUT/exact_check.log")
+}
+
 gputest() {  # tests/test_gpu.py (tiny models, and Gemma once all its parts are here)
   (cd /tmp && python3 -m pytest -q -p no:cacheprovider -rs "$ROOT/tests/test_gpu.py" 2>&1 | tee "$OUT/test_gpu.log")
 }

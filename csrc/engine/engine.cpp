@@ -107,6 +107,12 @@ void Engine::probe_exact() {
 void Engine::use_device_argmax(bool on) {
     on = on && device_argmax_ok_;
     if (on == device_argmax_on_) return;
+    if (on) {
+        // a chain is initialised for the backend once (llama_sampler_chain_backend_init asserts
+        // otherwise): a fresh one for every attach after a detach (decode() detaches it)
+        greedy_.reset(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+        llama_sampler_chain_add(greedy_.get(), llama_sampler_init_greedy());
+    }
     if (!llama_set_sampler(ctx_.get(), 0, on ? greedy_.get() : nullptr)) {
         if (on) {  // the backend cannot run it: stay on the host argmax from now on
             device_argmax_ok_ = false;
