@@ -10,13 +10,13 @@ import random
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import pyspec
 from pyspec import _core
 
 import gpu_models
+from test_exactness import assert_bitwise_equal, logits_by_width as rows_by_width
 
 needs_gpu = pytest.mark.skipif(not _core.build_info()["gpu_offload"], reason="no GPU backend in this build")
 
@@ -45,26 +45,6 @@ def models(tmp_path_factory):
 def gpu_llm(path, **kw):
     kw.setdefault("n_ctx", 1024)
     return pyspec.LLM(path, n_gpu_layers=-1, **kw)
-
-
-def rows_by_width(llm, prompt_tokens, follow, widths=WIDTHS):
-    """logits of `follow` decoded after the prompt in chunks of each width."""
-    eng = llm._engine
-    out = {}
-    for w in widths:
-        eng.reset()
-        eng.decode(prompt_tokens, 64, False)
-        out[w] = eng.decode(follow, w)
-    return out
-
-
-def assert_bitwise_equal(rows):
-    ref = rows[1]
-    bad = []
-    for w, r in rows.items():
-        if not np.array_equal(r.view(np.uint32), ref.view(np.uint32)):
-            bad.append(f"width {w}: max |diff| {float(np.abs(r - ref).max()):g}")
-    assert not bad, "; ".join(bad)
 
 
 @needs_gpu
@@ -145,6 +125,12 @@ def _first_diff(a, b):
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
 
 
+def spec(llm, spec_type):
+    """A run of check_speculative_equals_plain with one of the LLM's own drafters."""
+    return lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type=spec_type,
+                                           draft_n_max=k).tokens
+
+
 def check_speculative_equals_plain(llm, drafters, n=256, ks=(1, 3, 7, 8, 15), prompts=PROMPTS):
     bad = []
     for p in prompts:
@@ -161,8 +147,7 @@ def check_speculative_equals_plain(llm, drafters, n=256, ks=(1, 3, 7, 8, 15), pr
 def test_cuda_speculative_equals_plain_tiny(models):
     llm = gpu_llm(models / "llama256-q4_k_m.gguf")
     check_speculative_equals_plain(llm, {
-        "ngram": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="ngram",
-                                                 draft_n_max=k).tokens,
+        "ngram": spec(llm, "ngram"),
         "oracle": lambda p, base, k: _generate_with(llm, p, len(base), NoisyOracle(base, llm.n_vocab), k),
     }, n=128, prompts=["the of and to", "x y z x y z", "def sort(arr): return"])
 
@@ -171,8 +156,7 @@ def test_cuda_speculative_equals_plain_tiny(models):
 def test_cuda_speculative_equals_plain_draft_model(models):
     llm = gpu_llm(models / "llama256-q4_k_m.gguf", draft_model=models / "llama256-q4_0.gguf")
     check_speculative_equals_plain(llm, {
-        "draft": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="draft",
-                                                 draft_n_max=k).tokens,
+        "draft": spec(llm, "draft"),
     }, n=128, prompts=["the of and to", "def sort(arr): return"])
 
 
@@ -180,8 +164,7 @@ def test_cuda_speculative_equals_plain_draft_model(models):
 def test_cuda_speculative_equals_plain_mtp(models):
     llm = gpu_llm(models / "mtp256-q8_0.gguf")
     check_speculative_equals_plain(llm, {
-        "mtp": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="mtp",
-                                               draft_n_max=k).tokens,
+        "mtp": spec(llm, "mtp"),
     }, n=96, prompts=["the of and to", "def sort(arr): return"])
 
 
@@ -203,8 +186,7 @@ def test_cuda_exact_gemma_logits_do_not_depend_on_width(gemma_gpu):
 def test_cuda_speculative_equals_plain_gemma(gemma_gpu, models):
     llm = gemma_gpu
     drafters = {
-        "ngram": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="ngram",
-                                                 draft_n_max=k).tokens,
+        "ngram": spec(llm, "ngram"),
         "oracle": lambda p, base, k: _generate_with(llm, p, len(base), NoisyOracle(base, llm.n_vocab), k),
     }
     check_speculative_equals_plain(llm, drafters)
@@ -218,8 +200,7 @@ def test_cuda_speculative_equals_plain_gemma_dflash(gemma_path, models):
         pytest.skip("the random DFlash head for the default model is written by gpu_models.py --gemma")
     llm = gpu_llm(gemma_path, n_ctx=2048, draft_model=head)
     check_speculative_equals_plain(llm, {
-        "dflash": lambda p, base, k: llm.generate(p, max_tokens=len(base), ignore_eos=True, spec_type="dflash",
-                                                  draft_n_max=k).tokens,
+        "dflash": spec(llm, "dflash"),
     }, ks=(1, 7, 15))
 
 

@@ -74,10 +74,6 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     const char * env = std::getenv("PYSPEC_DEVICE_ARGMAX");
     device_argmax_ok_ = target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() &&
                         !(env && std::strcmp(env, "0") == 0);
-    if (device_argmax_ok_) {
-        greedy_.reset(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-        llama_sampler_chain_add(greedy_.get(), llama_sampler_init_greedy());
-    }
 }
 
 void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what) {

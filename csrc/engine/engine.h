@@ -129,7 +129,7 @@ private:
     std::vector<uint8_t> ckpt_;
     int32_t ckpt_n_ = -1;
     double forward_ms_ = 0.0;  // time inside llama_decode + synchronize, since reset()
-    // device argmax: a llama_sampler chain holding one greedy sampler
+    // device argmax: a llama_sampler chain holding one greedy sampler, made anew at every attach
     struct SamplerDeleter { void operator()(llama_sampler * s) const { llama_sampler_free(s); } };
     std::unique_ptr<llama_sampler, SamplerDeleter> greedy_;
     bool device_argmax_ok_ = false;
