@@ -94,6 +94,19 @@ def test_prompt_longer_than_context(tiny_target):
     expect(run_case(code, tiny_target), "ContextOverflowError", "n_ctx", "prompt")
 
 
+@pytest.mark.gemma
+def test_fast_kernels_run_on_the_default_model(gemma_path, tiny_target):
+    """kernels='fast' (weight repacking) on the default model took the
+    interpreter down on an AMX CPU (issue 10); it must run on whatever CPU this is."""
+    code = textwrap.dedent(f"""
+        llm = pyspec.LLM({str(gemma_path)!r}, n_ctx=256, n_threads=2, kernels="fast")
+        assert len(llm.generate("Hello", max_tokens=8, ignore_eos=True).tokens) == 8
+        assert len(llm.generate("Hello", max_tokens=8, spec_type="ngram", ignore_eos=True).tokens) == 8
+    """)
+    out = run_case(code, tiny_target)
+    assert out["error"] is None, out
+
+
 @pytest.mark.parametrize("n", [-1, 65, 1000])
 def test_draft_length_out_of_range(tiny_target, n):
     code = f"pyspec.LLM({str(tiny_target)!r}, n_ctx=64).generate('the', spec_type='ngram', draft_n_max={n})"

@@ -3,9 +3,13 @@
 
 #include "bindings/bindings.h"
 #include "engine/log.h"
+#include "engine/model.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "llama.h"
+#ifdef PYSPEC_CUDA
+#include "cuda/exact_mmv_hook.h"
+#endif
 
 namespace pyspec {
 
@@ -37,15 +41,21 @@ void register_build_info(py::module_ & m) {
         add("AVX512_VBMI", ggml_cpu_has_avx512_vbmi());
         add("AVX512_VNNI", ggml_cpu_has_avx512_vnni());
         add("AVX512_BF16", ggml_cpu_has_avx512_bf16());
+        add("AMX_INT8", ggml_cpu_has_amx_int8());
         add("NEON", ggml_cpu_has_neon());
         add("ARM_FMA", ggml_cpu_has_arm_fma());
         add("SVE", ggml_cpu_has_sve());
         add("LLAMAFILE", ggml_cpu_has_llamafile());
         d["cpu_features"] = feats;
         d["system_info"] = llama_print_system_info();
+        // kernels="fast" repacks weights, except where the AMX weight buffer would be used (PYSPEC_AMX=1: anyway)
+        d["amx_buffer"] = cpu_amx_buffer_type();
+        d["repack"] = repack_allowed();
         d["gpu_offload"] = llama_supports_gpu_offload();
 #ifdef PYSPEC_CUDA
         d["cuda"] = true;
+        // the verify-shaped kernels ggml-cuda's exact mode runs (csrc/cuda, patch 0006)
+        d["exact_cuda_kernels"] = pyspec_cuda::exact_mmv_kernels();
 #else
         d["cuda"] = false;
 #endif

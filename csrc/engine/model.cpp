@@ -2,8 +2,10 @@
 
 #include "llama-ext.h"
 
+#include <cstdlib>
 #include <cstring>
 
+#include "ggml-backend.h"
 #include "engine/error.h"
 #include "engine/log.h"
 
@@ -33,12 +35,35 @@ void Batch::add(llama_token t, llama_pos pos, bool logits) {
     b_.logits[i] = logits;
 }
 
+bool cpu_amx_buffer_type() {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!dev) return false;
+    auto get = (ggml_backend_dev_get_extra_bufts_t)ggml_backend_reg_get_proc_address(
+        ggml_backend_dev_backend_reg(dev), "ggml_backend_dev_get_extra_bufts");
+    if (!get) return false;
+    for (ggml_backend_buffer_type_t * b = get(dev); b && *b; ++b) {
+        if (std::strstr(ggml_backend_buft_name(*b), "AMX")) return true;
+    }
+    return false;
+}
+
+bool repack_allowed() {
+    // The pin's AMX weight buffer (a build with AMX, on a CPU that has it) took
+    // the interpreter down with the default model (issue 10): repacking is off
+    // there unless PYSPEC_AMX=1 asks for it.
+    static const bool allowed = [] {
+        const char * env = std::getenv("PYSPEC_AMX");
+        return !cpu_amx_buffer_type() || (env && std::strcmp(env, "1") == 0);
+    }();
+    return allowed;
+}
+
 Model::Model(const std::string & path, const ModelParams & params) : path_(path), params_(params) {
     log_install();
     log_clear_recent();
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params.n_gpu_layers;
-    mp.use_extra_bufts = params.repack;
+    mp.use_extra_bufts = params.repack && repack_allowed();
     if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
     mp.load_mtp = params.load_mtp;
     if (params.no_alloc) {

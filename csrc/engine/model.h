@@ -85,6 +85,12 @@ private:
     const llama_vocab * vocab_ = nullptr;
 };
 
+// Whether the CPU backend offers the AMX weight buffer (an AMX build on an
+// AMX CPU), and whether weight repacking may be used: not with that buffer
+// unless PYSPEC_AMX=1 (it crashed the pin with the default model).
+bool cpu_amx_buffer_type();
+bool repack_allowed();
+
 // Bytes a context holds, over all devices: its memory (KV cache, recurrent
 // state) and its compute buffers.
 struct ContextMemory { size_t kv_bytes = 0, compute_bytes = 0; };
