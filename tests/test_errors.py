@@ -94,6 +94,22 @@ def test_prompt_longer_than_context(tiny_target):
     expect(run_case(code, tiny_target), "ContextOverflowError", "n_ctx", "prompt")
 
 
+@pytest.mark.parametrize("spec", ["none", "ngram", "draft"])
+def test_context_smaller_than_the_batch(tiny_target, tiny_draft, spec):
+    """n_ctx below the batch width: llama.cpp rounds the context up to 256 and
+    capped its batch at the n_ctx asked for, so a 150-token prompt aborted the
+    interpreter. The real size is reported, and what exceeds it is refused."""
+    code = textwrap.dedent(f"""
+        llm = pyspec.LLM({str(tiny_target)!r}, n_ctx=100, draft_model={str(tiny_draft)!r})
+        assert llm.n_ctx == 256, llm.n_ctx
+        prompt = [1] + [259 + i % 40 for i in range(149)]
+        g = llm.generate(prompt, max_tokens=90, spec_type={spec!r}, ignore_eos=True)
+        assert len(g.tokens) == 90, g
+        llm.generate(prompt * 2, max_tokens=4, spec_type={spec!r})
+    """)
+    expect(run_case(code, tiny_target), "ContextOverflowError", "300", "n_ctx=256", "n_ctx=100", "rounds")
+
+
 @pytest.mark.gemma
 def test_fast_kernels_run_on_the_default_model(gemma_path, tiny_target):
     """kernels='fast' (weight repacking) on the default model took the

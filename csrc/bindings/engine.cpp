@@ -138,7 +138,8 @@ void register_engine(py::module_ & m) {
         .def_readwrite("force_checkpoints", &Engine::force_checkpoints,
                        "Roll back via state checkpoints even where positions could be dropped (testing).")
         .def_property_readonly("n_past", &Engine::n_past)
-        .def_property_readonly("n_ctx", &Engine::n_ctx)
+        .def_property_readonly("n_ctx", &Engine::n_ctx,
+                               "The context size: the n_ctx asked for, rounded up to a multiple of 256 by llama.cpp.")
         .def_property_readonly("exact", [](const Engine & e) { return e.params().exact; })
         .def("memory", [](const Engine & e) {
                  const ContextMemory m = e.memory();

@@ -52,8 +52,10 @@ void DraftModelDrafter::sync_cache() {
         llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, llama_pos(keep), -1);
         cached_.resize(keep);
     }
-    for (size_t i = keep; i < target_n; i += size_t(batch_.capacity())) {
-        const size_t n = std::min(target_n - i, size_t(batch_.capacity()));
+    // llama.cpp caps a context's batch at the n_ctx it was asked for
+    const size_t chunk = std::min<size_t>(size_t(batch_.capacity()), llama_n_batch(ctx_.get()));
+    for (size_t i = keep; i < target_n; i += chunk) {
+        const size_t n = std::min(target_n - i, chunk);
         batch_.clear();
         for (size_t j = 0; j < n; ++j) batch_.add(history_[i + j], llama_pos(i + j), false);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model prefill");

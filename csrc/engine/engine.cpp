@@ -40,14 +40,28 @@ void apply_kernel_mode(llama_context_params & cp, bool exact, int32_t flash_attn
     }
 }
 
+namespace {
+// llama.cpp rounds the context up to a multiple of 256 but caps n_batch at the
+// n_ctx it was asked for: asked for 100, it would take no batch wider than 100
+// tokens (and abort on one). The engine asks for the rounded size; n_ctx()
+// reports it and the overflow messages name both.
+uint32_t padded_n_ctx(uint32_t n_ctx) {
+    return uint32_t(std::min<uint64_t>((uint64_t(n_ctx) + 255) / 256 * 256, UINT32_MAX & ~255u));
+}
+// A prompt chunk, and room for a 64-token draft + 1; never wider than the context.
+uint32_t batch_width(const ContextParams & p) {
+    return std::min(std::max<uint32_t>(p.n_batch, 65), padded_n_ctx(p.n_ctx));
+}
+}  // namespace
+
 Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
-    : target_(std::move(target)), params_(params), batch_(int32_t(std::max<uint32_t>(params.n_batch, 65))),
+    : target_(std::move(target)), params_(params), batch_(int32_t(batch_width(params))),
       n_vocab_(target_->n_vocab()) {
     if (params.n_ctx < 8) throw InvalidParameterError("n_ctx must be >= 8, got " + std::to_string(params.n_ctx));
     if (params.n_batch < 1) throw InvalidParameterError("n_batch must be >= 1");
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = params.n_ctx;
-    cp.n_batch = std::max<uint32_t>(params.n_batch, 65);  // room for a 64-token draft + 1
+    cp.n_ctx = padded_n_ctx(params.n_ctx);
+    cp.n_batch = batch_width(params);
     cp.n_ubatch = cp.n_batch;
     cp.n_seq_max = 1;
     cp.n_rs_seq = uint32_t(params.n_rs_seq >= 0 ? params.n_rs_seq : (target_->needs_checkpoints() ? 16 : 0));
@@ -68,6 +82,10 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
         throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + "): " +
                     log_recent() + ". Try a smaller n_ctx or another KV cache type.");
     }
+    if (llama_n_batch(ctx_.get()) < uint32_t(batch_.capacity()))
+        throw Error("llama.cpp gave the target a batch of " + std::to_string(llama_n_batch(ctx_.get())) +
+                    " tokens, fewer than the " + std::to_string(batch_.capacity()) + " the engine needs; n_ctx=" +
+                    std::to_string(n_ctx()) + ", n_batch=" + std::to_string(params.n_batch));
     set_kernel_mode(ctx_.get(), params.exact, "the target");
     if (params.exact && target_->params().n_gpu_layers != 0 && !target_->params().no_alloc && llama_supports_gpu_offload())
         probe_exact();
@@ -167,10 +185,18 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
     return out;
 }
 
+std::string Engine::n_ctx_text() const {
+    std::string s = "n_ctx=" + std::to_string(n_ctx());
+    if (params_.n_ctx != n_ctx())
+        s += " (n_ctx=" + std::to_string(params_.n_ctx) + " was asked for; llama.cpp rounds it up to a multiple of 256)";
+    return s;
+}
+
 void Engine::check_room(size_t n, const char * what) const {
     if (size_t(n_past()) + n > n_ctx())
         throw ContextOverflowError(std::string(what) + ": " + std::to_string(n_past()) + " tokens in memory + " +
-                                   std::to_string(n) + " new exceed n_ctx=" + std::to_string(n_ctx()));
+                                   std::to_string(n) + " new exceed " + n_ctx_text() +
+                                   "; shorten the request or load the model with a larger n_ctx");
 }
 
 void Engine::prefill(const std::vector<llama_token> & prompt, Drafter * observer) {
@@ -244,8 +270,9 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     if (prompt.empty()) throw InvalidParameterError("the prompt is empty; give at least one token");
     if (prompt.size() >= n_ctx())
         throw ContextOverflowError("the prompt has " + std::to_string(prompt.size()) +
-                                   " tokens but the context holds " + std::to_string(n_ctx()) +
-                                   "; shorten the prompt or load the model with a larger n_ctx");
+                                   " tokens but the context holds " + n_ctx_text() +
+                                   ", which leaves no room to generate; "
+                                   "shorten the prompt or load the model with a larger n_ctx");
 
     GenerateResult res;
     Stats & st = res.stats;

@@ -86,6 +86,7 @@ public:
     // memory refuses partial removal).
     void rollback(int32_t n_keep);
     int32_t n_past() const { return int32_t(committed_.size()); }
+    // The context size: ContextParams::n_ctx rounded up to a multiple of 256 (llama.cpp's rounding).
     uint32_t n_ctx() const { return llama_n_ctx(ctx_.get()); }
     const std::shared_ptr<Model> & model() const { return target_; }
     const ContextParams & params() const { return params_; }
@@ -109,6 +110,8 @@ private:
     void decode_batch(const char * what);
     // ContextOverflowError unless n more tokens fit after n_past().
     void check_room(size_t n, const char * what) const;
+    // "n_ctx=N", and what was asked for when llama.cpp rounded it
+    std::string n_ctx_text() const;
     void checkpoint();
     // One token through the exact kernels; UnsupportedError if the backend cannot run them.
     void probe_exact();
