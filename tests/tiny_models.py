@@ -35,15 +35,16 @@ def vocab(variant: int = 0, n_vocab: int = 0):
     return tokens, scores, types
 
 
-def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0, n_vocab: int = 0) -> int:
-    """Writes the tokenizer metadata of vocab(variant, n_vocab); returns the vocabulary size."""
+def add_tokenizer(w: gguf.GGUFWriter, variant: int = 0, n_vocab: int = 0, eos_id: int = 2) -> int:
+    """Writes the tokenizer metadata of vocab(variant, n_vocab); returns the vocabulary size.
+    eos_id: the end-of-generation token (another id makes a word piece end the text)."""
     tokens, scores, types = vocab(variant, n_vocab)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
     w.add_token_types(types)
     w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
+    w.add_eos_token_id(eos_id)
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
@@ -69,7 +70,7 @@ def add_hparams(w: gguf.GGUFWriter, *, n_ctx: int, n_embd: int, n_layer: int, n_
 def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, dtype: str = "f32",
                 vocab_variant: int = 0, arch: str = "llama", scale: float = 0.5, perturb: float = 0.0,
-                perturb_seed: int = 1234, residual_only: bool = False) -> Path:
+                perturb_seed: int = 1234, residual_only: bool = False, eos_id: int = 2) -> Path:
     """Writes a random llama-architecture GGUF; dtype of the 2-D weights: f32, f16 or q8_0.
 
     residual_only: zero attention and FFN outputs, so the model is a bigram
@@ -78,6 +79,8 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     perturb > 0 adds noise of that relative size to every weight matrix: the same
     seed with a small perturbation gives a "draft model" that mostly agrees with
     the unperturbed target.
+    eos_id: the end-of-generation token; a token the random model does produce
+    makes its greedy text end there (the weights do not depend on it).
     """
     rng = np.random.default_rng(seed)
     noise = np.random.default_rng(perturb_seed)
@@ -89,7 +92,7 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    add_tokenizer(w, vocab_variant)
+    add_tokenizer(w, vocab_variant, eos_id=eos_id)
 
     def mat(name: str, rows: int, cols: int) -> None:
         a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)

@@ -11,12 +11,18 @@ namespace pyspec {
 
 namespace {
 // A drafter written in Python: subclass pyspec._core.Drafter and define
-// begin(prompt), draft(n_max) -> list of token ids, accept(n_accepted, emitted).
+// begin(prompt), draft(n_max) -> list of token ids, accept(n_accepted, emitted),
+// and optionally observe(tokens, pos0, prompt).
 // The engine calls it with the GIL released; each call takes the GIL back.
 class PyDrafter : public Drafter {
 public:
     std::string name() const override { return "python"; }
     void begin(const std::vector<llama_token> & prompt) override { call("begin", prompt); }
+    void observe(const TargetOutputs & out) override {
+        py::gil_scoped_acquire gil;
+        py::function f = py::get_override(static_cast<const Drafter *>(this), "observe");
+        if (f) f(std::vector<llama_token>(out.tokens, out.tokens + out.n_tokens), out.pos0, out.prompt);
+    }
     Draft draft(int32_t n_max) override {
         py::gil_scoped_acquire gil;
         Draft d;
@@ -45,6 +51,10 @@ void register_drafters(py::module_ & m) {
         Base class of the engine's drafters. Subclass it in Python to write a
         drafter: define begin(prompt), draft(n_max) -> list[int] and
         accept(n_accepted, emitted), and call Drafter.__init__(self).
+        Optionally define observe(tokens, pos0, prompt): called after every
+        prompt chunk (prompt=True) and after each verification with the rows
+        of the verify batch that the target kept (the last committed token,
+        then the accepted drafts), at positions pos0...
     )pbdoc")
         .def(py::init<>())
         .def_property_readonly("name", &Drafter::name)

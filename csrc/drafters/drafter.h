@@ -4,13 +4,18 @@
 // Call order for one generation:
 //   set_sampling(params)               the target's sampling settings
 //   begin(prompt)                      once, with the prompt's tokens
-//   observe(outputs)                   after every target forward of the
-//                                      generation, prompt chunks included
-//                                      (not after rollback replays)
+//   observe(outputs)                   after every prompt chunk, and after
+//                                      each verification with the rows of
+//                                      the verify batch that were kept (not
+//                                      after rollback replays)
 //   draft(n_max) -> Draft              before each verify step
-//   accept(n_accepted, emitted)        after each verify step: emitted = the
-//                                      accepted drafts followed by the target's
-//                                      bonus token (what was committed)
+//   accept(n_accepted, emitted)        after each verify step: emitted = what
+//                                      was committed, the accepted drafts
+//                                      followed by the target's bonus token;
+//                                      at an end-of-generation token the
+//                                      tokens stop there (a draft accepted
+//                                      past it is not emitted, nor counted in
+//                                      n_accepted, and there is no bonus)
 #pragma once
 #include <cstdint>
 #include <string>
@@ -32,7 +37,10 @@ struct Draft {
 // What the target produced in one forward pass; drafters that read the
 // target's hidden states (MTP, DFlash, EAGLE-3) take them from here.
 struct TargetOutputs {
-    const llama_token * tokens = nullptr;  // [n_tokens] tokens of the forward
+    // [n_tokens] tokens of the forward that stay in the target's memory: a
+    // whole prompt chunk, or the first rows of a verify batch (the last
+    // committed token and the accepted drafts); its rows 0..n_tokens-1 in ctx
+    const llama_token * tokens = nullptr;
     int32_t             n_tokens = 0;
     int32_t             pos0 = 0;          // position of tokens[0]
     llama_context *     ctx = nullptr;     // the target context, read-only use

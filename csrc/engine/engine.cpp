@@ -295,6 +295,19 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
         drafter->begin(prompt);
     }
 
+    // What a step emits: its tokens up to the first end-of-generation token
+    // (included) and within n_predict. Returns why the generation ends there
+    // ("stop", "length"), or "" when it goes on. Tokens cut here are not
+    // kept in the memory, told to the drafter or counted.
+    auto cut = [&](std::vector<llama_token> & toks) -> const char * {
+        const size_t left = size_t(gp.n_predict) - res.tokens.size();
+        for (size_t i = 0; i < toks.size(); ++i) {
+            if (i == left) { toks.resize(i); return "length"; }
+            if (!gp.ignore_eos && target_->is_eog(toks[i])) { toks.resize(i + 1); return "stop"; }
+        }
+        return toks.size() == left ? "length" : "";
+    };
+
     // Prompt: the first generated token comes from its last row.
     auto t0 = Clock::now();
     prefill(prompt, drafter);
@@ -308,35 +321,21 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     const auto t_gen = Clock::now();
     const double forward_prompt_ms = forward_ms_;
     std::vector<llama_token> emit = {next};
-    int32_t n_from_draft = 0;
+    const char * end = cut(emit);
+    int32_t n_from_draft = 0;  // the first n_from_draft tokens of emit are accepted drafts
     std::vector<llama_token> draft;
     std::vector<Candidates> draft_q;
     std::vector<llama_token> history = prompt;  // committed tokens, what penalties read
     while (true) {
-        // commit what the last step produced
-        bool stop = false;
-        for (size_t i = 0; i < emit.size(); ++i) {
-            if (int32_t(res.tokens.size()) >= gp.n_predict) {
-                emit.resize(i);
-                res.finish_reason = "length";
-                stop = true;
-                break;
-            }
-            res.tokens.push_back(emit[i]);
-            history.push_back(emit[i]);
-            if (!gp.ignore_eos && target_->is_eog(emit[i])) {
-                emit.resize(i + 1);
-                res.finish_reason = "stop";
-                stop = true;
-                break;
-            }
-        }
-        if (on_step && !emit.empty() && !on_step(emit, std::min<int32_t>(n_from_draft, int32_t(emit.size())))) {
-            res.finish_reason = "interrupted";
+        // commit what the last step emitted
+        res.tokens.insert(res.tokens.end(), emit.begin(), emit.end());
+        history.insert(history.end(), emit.begin(), emit.end());
+        if (on_step && !emit.empty() && !on_step(emit, n_from_draft)) {
+            // a generation that ended with this step keeps its reason
+            res.finish_reason = *end ? end : "interrupted";
             break;
         }
-        if (stop) break;
-        if (int32_t(res.tokens.size()) >= gp.n_predict) { res.finish_reason = "length"; break; }
+        if (*end) { res.finish_reason = end; break; }
         if (should_stop && should_stop()) { res.finish_reason = "interrupted"; break; }
         // `next` is the last committed token, not yet in the memory.
         next = res.tokens.back();
@@ -374,16 +373,6 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
         draft.insert(draft.begin(), next);  // the verify batch: `next`, then the drafts
         submit(draft.data(), draft.size(), true, true, "verify");
         draft.erase(draft.begin());
-        // Drafters that read the target's outputs do so now, before a
-        // checkpoint rollback could replay (and overwrite) them. The drafter's
-        // work counts as drafting time, not verifying.
-        double observe_ms = 0.0;
-        if (drafter) {
-            const auto to = Clock::now();
-            drafter->observe({batch_.get().token, batch_.size(), pos0, ctx_.get()});
-            observe_ms = ms_since(to);
-            st.draft_ms += observe_ms;
-        }
         // every token of the batch outputs logits: rows are contiguous, in batch order
         VerifyResult vr;
         if (dev_argmax) {
@@ -398,28 +387,42 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
                      ? verify_rejection(logits, n_vocab_, draft, draft_q, gp.sampling, uint64_t(pos0 + 1), history)
                      : verify_accept_if_equal(logits, n_vocab_, draft, gp.sampling, uint64_t(pos0 + 1), history);
         }
-        rollback(pos0 + 1 + vr.n_accepted);
+        emit = std::move(vr.tokens);
+        end = cut(emit);
+        n_from_draft = std::min(vr.n_accepted, int32_t(emit.size()));
+        // The memory keeps `next` and every emitted token but the last (the
+        // new `next`): the batch's first emit.size() rows.
+        const int32_t n_keep = pos0 + int32_t(emit.size());
+        // Drafters that read the target's outputs take the kept rows now,
+        // before a checkpoint rollback could replay (and overwrite) them. The
+        // drafter's work counts as drafting time, not verifying.
+        double observe_ms = 0.0;
+        if (drafter) {
+            const auto to = Clock::now();
+            drafter->observe({batch_.get().token, n_keep - pos0, pos0, ctx_.get()});
+            observe_ms = ms_since(to);
+            st.draft_ms += observe_ms;
+        }
+        rollback(n_keep);
         st.verify_ms += ms_since(tv) - observe_ms;
         st.n_steps++;
         if (drafter) {
             const auto ta = Clock::now();
-            drafter->accept(vr.n_accepted, vr.tokens);
+            drafter->accept(n_from_draft, emit);
             st.draft_ms += ms_since(ta);
         }
         if (!draft.empty()) {
             st.draft_n += int32_t(draft.size());
-            st.draft_n_accepted += vr.n_accepted;
+            st.draft_n_accepted += n_from_draft;
             if (st.drafted_per_position.size() < draft.size()) {
                 st.drafted_per_position.resize(draft.size());
                 st.accepted_per_position.resize(draft.size());
             }
             for (size_t i = 0; i < draft.size(); ++i) {
                 st.drafted_per_position[i]++;
-                if (int32_t(i) < vr.n_accepted) st.accepted_per_position[i]++;
+                if (int32_t(i) < n_from_draft) st.accepted_per_position[i]++;
             }
         }
-        emit = std::move(vr.tokens);
-        n_from_draft = vr.n_accepted;
     }
     st.predicted_n = int32_t(res.tokens.size());
     st.predicted_ms = ms_since(t_gen);

@@ -1,0 +1,115 @@
+"""The engine's decode loop (csrc/engine/engine.cpp) at its edges: an
+end-of-generation token inside an accepted draft, what drafters observe."""
+import pytest
+
+import pyspec
+import tiny_models
+from conftest import PROMPTS
+from pyspec import _core
+
+PROMPT = PROMPTS[0]
+N = 40
+
+
+class Oracle(_core.Drafter):
+    """Drafts a known continuation (the target's own greedy tokens, past any
+    end-of-generation token) and records what the engine tells it."""
+
+    def __init__(self, continuation, wrong_after=None):
+        super().__init__()
+        self.continuation = continuation
+        self.wrong_after = wrong_after  # drafts from this index on are wrong
+        self.accepts = []
+        self.observed = []
+
+    def begin(self, prompt):
+        self.n = 0
+        self.accepts.clear()
+        self.observed.clear()
+
+    def draft(self, n_max):
+        d = list(self.continuation[self.n:self.n + n_max])
+        if self.wrong_after is not None:
+            d = d[:self.wrong_after] + [(t + 1) % 300 for t in d[self.wrong_after:]]
+        return d
+
+    def accept(self, n_accepted, emitted):
+        self.n += len(emitted)
+        self.accepts.append((n_accepted, list(emitted)))
+
+    def observe(self, tokens, pos0, prompt):
+        self.observed.append((pos0, list(tokens), prompt))
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_target):
+    """The target's greedy continuation of PROMPT, ignoring end-of-generation tokens."""
+    llm = pyspec.LLM(tiny_target, n_ctx=512, n_threads=1)
+    return llm.tokenize(PROMPT), llm.generate(PROMPT, max_tokens=N, ignore_eos=True).tokens
+
+
+@pytest.fixture(scope="module")
+def eos_target(model_dir, plain):
+    """tiny_target's weights with a word piece it generates as its end-of-generation
+    token: its greedy text ends at index k, where an oracle drafts past it."""
+    _, ref = plain
+    k = next(i for i in range(6, N) if ref[i] >= 259 and ref[i] not in ref[:i])
+    path = tiny_models.write_llama(model_dir / "target_eos.gguf", seed=0, eos_id=ref[k])
+    return path, k
+
+
+def test_eos_inside_an_accepted_draft_ends_the_generation_there(eos_target, plain):
+    path, k = eos_target
+    prompt, ref = plain
+    llm = pyspec.LLM(path, n_ctx=512, n_threads=1)
+    assert llm.generate(prompt, max_tokens=N).tokens == ref[:k + 1]  # plain decoding stops at the EOS
+    steps = []
+
+    def on_step(tokens, n_from_draft):
+        steps.append(list(tokens))
+        return False if tokens[-1] == ref[k] else None  # a consumer that stops at the end anyway
+
+    d = Oracle(ref)
+    # the first token comes from the prompt, then one step drafts ref[1:17], the EOS at draft index k - 1
+    r = llm._engine.generate(prompt, n_predict=N, draft_n_max=16, drafter=d, on_step=on_step)
+    s = pyspec.Stats(**r["stats"])
+    assert list(r["tokens"]) == ref[:k + 1]
+    assert r["finish_reason"] == "stop"  # not "interrupted": the callback's False came with the EOS
+    # only the emitted drafts (ref[1..k]) count as accepted, not the ones after the EOS
+    assert s.n_steps == 1 and s.draft_n == 16
+    assert s.draft_n_accepted == k and s.accepted_per_position == [1] * k + [0] * (16 - k)
+    # the drafter is told what was emitted: k drafts, the EOS last, no bonus
+    assert d.accepts[-1] == (k, ref[1:k + 1])
+    # the memory holds the prompt and what was emitted before the EOS, and nothing past it
+    assert llm._engine.n_past == len(prompt) + k
+    assert steps[-1] == ref[1:k + 1]
+
+
+def test_eos_inside_a_draft_model_draft(eos_target, plain):
+    """The same through the public API: an identical draft model drafts through the EOS."""
+    path, k = eos_target
+    prompt, ref = plain
+    llm = pyspec.LLM(path, n_ctx=512, n_threads=1, draft_model=path)
+    g = llm.generate(prompt, max_tokens=N, spec_type="draft", draft_n_max=16)
+    assert g.tokens == ref[:k + 1] and g.finish_reason == "stop"
+    assert g.stats.draft_n_accepted == k  # every token after the first came from a draft
+    assert llm._engine.n_past == len(prompt) + k
+
+
+def test_drafters_observe_exactly_what_the_target_keeps(tiny_target, plain):
+    """observe() sees every prompt chunk, then only the verify rows that were
+    kept: concatenated, the rows are the memory's tokens, each position once."""
+    prompt, ref = plain
+    llm = pyspec.LLM(tiny_target, n_ctx=512, n_threads=1)
+    for wrong_after in (0, 2, None):  # every draft rejected, two accepted, all accepted
+        d = Oracle(ref, wrong_after=wrong_after)
+        r = llm._engine.generate(prompt, n_predict=N, draft_n_max=5, ignore_eos=True, drafter=d)
+        assert list(r["tokens"]) == ref
+        seen = []
+        for pos0, tokens, _ in d.observed:
+            assert pos0 == len(seen)
+            seen += tokens
+        assert seen == prompt + ref[:-1]
+        verify_rows = [len(t) for _, t, is_prompt in d.observed if not is_prompt]
+        assert verify_rows == [1 + n for n, _ in d.accepts[1:]]
+        assert max(verify_rows) == (1 if wrong_after == 0 else 3 if wrong_after == 2 else 6)
