@@ -1,9 +1,11 @@
 """The engine's decode loop (csrc/engine/engine.cpp) at its edges: an
-end-of-generation token inside an accepted draft, what drafters observe."""
+end-of-generation token inside an accepted draft, what drafters observe, and
+drafter contexts that cannot drop positions."""
 import pytest
 
 import pyspec
 import tiny_models
+import tiny_mtp_models as mtp_models
 from conftest import PROMPTS
 from pyspec import _core
 
@@ -113,3 +115,13 @@ def test_drafters_observe_exactly_what_the_target_keeps(tiny_target, plain):
         verify_rows = [len(t) for _, t, is_prompt in d.observed if not is_prompt]
         assert verify_rows == [1 + n for n, _ in d.accepts[1:]]
         assert max(verify_rows) == (1 if wrong_after == 0 else 3 if wrong_after == 2 else 6)
+
+
+def test_recurrent_draft_model_rolls_back(tiny_target, model_dir, plain):
+    """A draft model whose memory cannot drop a suffix (recurrent layers) is
+    re-synchronised instead of drafting from a memory that kept rejected drafts."""
+    prompt, ref = plain
+    hybrid = mtp_models.write_mtp_hybrid(model_dir / "loop_hybrid_draft.gguf")
+    llm = pyspec.LLM(tiny_target, n_ctx=512, n_threads=1, draft_model=hybrid)
+    g = llm.generate(prompt, max_tokens=N, spec_type="draft", draft_n_max=4, ignore_eos=True)
+    assert g.tokens == ref and g.stats.draft_n > g.stats.draft_n_accepted

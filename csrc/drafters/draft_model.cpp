@@ -49,7 +49,12 @@ void DraftModelDrafter::sync_cache() {
     const size_t target_n = history_.size() - 1;  // the last token is decoded in draft()
     while (keep < cached_.size() && keep < target_n && cached_[keep] == history_[keep]) ++keep;
     if (keep < cached_.size()) {
-        llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, llama_pos(keep), -1);
+        if (!llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, llama_pos(keep), -1)) {
+            // a recurrent draft model cannot drop a suffix: start again from an empty memory
+            // (whole-sequence removal cannot fail)
+            llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, -1, -1);
+            keep = 0;
+        }
         cached_.resize(keep);
     }
     // llama.cpp caps a context's batch at the n_ctx it was asked for

@@ -73,7 +73,9 @@ void FeatureDrafter::run(llama_process_type type, const char * what) {
 }
 
 void FeatureDrafter::drop_from(llama_pos pos) {
-    llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, pos, -1);
+    if (!llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, pos, -1))
+        throw Error(name() + ": the drafter's memory refused to drop its positions >= " + std::to_string(pos) +
+                    " (rows of rejected drafts); its context cannot roll back");
 }
 
 void FeatureDrafter::begin(const std::vector<llama_token> & prompt) {
@@ -361,7 +363,9 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
 void DFlashDrafter::make_room(llama_pos end) {
     if (end - kept_from_ <= llama_pos(window_)) return;
     kept_from_ = end - llama_pos(window_);
-    llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, 0, kept_from_);
+    if (!llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, 0, kept_from_))
+        throw Error("dflash: the drafter's memory refused to drop the features before position " +
+                    std::to_string(kept_from_) + " (its window)");
 }
 
 void DFlashDrafter::observe(const TargetOutputs & out) {
