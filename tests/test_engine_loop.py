@@ -1,6 +1,7 @@
 """The engine's decode loop (csrc/engine/engine.cpp) at its edges: an
-end-of-generation token inside an accepted draft, what drafters observe, and
-drafter contexts that cannot drop positions."""
+end-of-generation token inside an accepted draft, what drafters observe,
+interruption inside the prompt and drafter contexts that cannot drop
+positions."""
 import pytest
 
 import pyspec
@@ -115,6 +116,27 @@ def test_drafters_observe_exactly_what_the_target_keeps(tiny_target, plain):
         verify_rows = [len(t) for _, t, is_prompt in d.observed if not is_prompt]
         assert verify_rows == [1 + n for n, _ in d.accepts[1:]]
         assert max(verify_rows) == (1 if wrong_after == 0 else 3 if wrong_after == 2 else 6)
+
+
+def test_interrupt_between_prompt_chunks(tiny_target):
+    """interrupt() (a stream's consumer, another thread) stops a generation
+    inside its prompt at the next chunk, not after the whole prompt."""
+    model = _core.Model(str(tiny_target))
+    engine = _core.Engine(model, n_ctx=1024, n_batch=100, n_threads=1)
+    prompt = [1] + [259 + i % 40 for i in range(299)]
+
+    class Interrupting(Oracle):
+        def observe(self, tokens, pos0, is_prompt):
+            super().observe(tokens, pos0, is_prompt)
+            engine.interrupt()  # as if another thread asked during the first chunk
+
+    ref = engine.generate(prompt, n_predict=8, ignore_eos=True)["tokens"]
+    d = Interrupting([])
+    with pytest.raises(pyspec.GenerationInterrupted, match="after 100 of its 300"):
+        engine.generate(prompt, n_predict=8, ignore_eos=True, drafter=d)
+    assert engine.n_past == 100 and len(d.observed) == 1
+    # the request is spent: the engine is usable and gives the same tokens
+    assert engine.generate(prompt, n_predict=8, ignore_eos=True)["tokens"] == ref
 
 
 def test_recurrent_draft_model_rolls_back(tiny_target, model_dir, plain):

@@ -137,6 +137,10 @@ void register_engine(py::module_ & m) {
              py::arg("n_keep"), "Keeps the first n_keep positions of the memory.")
         .def_readwrite("force_checkpoints", &Engine::force_checkpoints,
                        "Roll back via state checkpoints even where positions could be dropped (testing).")
+        .def("interrupt", &Engine::interrupt,
+             "Asks the running generate() (in another thread) to stop at its next step or prompt chunk: it "
+             "returns with finish_reason 'interrupted', or raises GenerationInterrupted while still in the "
+             "prompt. Each generate() drops an earlier request.")
         .def_property_readonly("n_past", &Engine::n_past)
         .def_property_readonly("n_ctx", &Engine::n_ctx,
                                "The context size: the n_ctx asked for, rounded up to a multiple of 256 by llama.cpp.")

@@ -207,8 +207,14 @@ void Engine::prefill(const std::vector<llama_token> & prompt, Drafter * observer
         const int32_t pos0 = n_past();
         submit(prompt.data() + i, n, false, i + n == prompt.size(), "prompt");
         if (observer) observer->observe({prompt.data() + i, int32_t(n), pos0, ctx_.get(), true});
-        if (should_stop && i + n < prompt.size() && should_stop()) throw Interrupted("interrupted");
+        if (i + n < prompt.size() && stop_requested())
+            throw Interrupted("interrupted in the prompt, after " + std::to_string(i + n) + " of its " +
+                              std::to_string(prompt.size()) + " tokens");
     }
+}
+
+bool Engine::stop_requested() {
+    return interrupt_.load() || (should_stop && should_stop());
 }
 
 void Engine::forward(const std::vector<llama_token> & tokens) {
@@ -276,6 +282,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
 
     GenerateResult res;
     Stats & st = res.stats;
+    interrupt_.store(false);  // a request left over from an earlier generation
     reset();
     // Recurrent state rolls back through llama.cpp's snapshots when the draft
     // fits in them, else through a state checkpoint taken before each verify.
@@ -336,7 +343,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
             break;
         }
         if (*end) { res.finish_reason = end; break; }
-        if (should_stop && should_stop()) { res.finish_reason = "interrupted"; break; }
+        if (stop_requested()) { res.finish_reason = "interrupted"; break; }
         // `next` is the last committed token, not yet in the memory.
         next = res.tokens.back();
         const int32_t room = int32_t(n_ctx()) - n_past() - 1;  // positions left after `next`

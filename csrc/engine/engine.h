@@ -1,6 +1,7 @@
 // The speculative decode loop over one target context:
 // draft -> verify (one target batch) -> accept -> roll back -> tell the drafter.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -91,8 +92,14 @@ public:
     const std::shared_ptr<Model> & model() const { return target_; }
     const ContextParams & params() const { return params_; }
     llama_context * ctx() const { return ctx_.get(); }
-    // Called between steps; returning true interrupts generate() (Ctrl-C).
+    // Called between steps and prompt chunks; returning true interrupts
+    // generate() (Ctrl-C). Runs on the thread of generate().
     std::function<bool()> should_stop;
+    // Asks the running generate() to stop at its next step or prompt chunk,
+    // from any thread (a stream's consumer): it returns with finish_reason
+    // "interrupted", or throws Interrupted while still in the prompt. Every
+    // generate() starts by dropping an earlier request.
+    void interrupt() { interrupt_.store(true); }
     // Roll back through state checkpoints even where the memory could drop
     // positions itself (the path recurrent models need; for testing it).
     bool force_checkpoints = false;
@@ -112,6 +119,8 @@ private:
     void check_room(size_t n, const char * what) const;
     // "n_ctx=N", and what was asked for when llama.cpp rounded it
     std::string n_ctx_text() const;
+    // interrupt() was called, or should_stop() says so
+    bool stop_requested();
     void checkpoint();
     // One token through the exact kernels; UnsupportedError if the backend cannot run them.
     void probe_exact();
@@ -137,6 +146,7 @@ private:
     std::unique_ptr<llama_sampler, SamplerDeleter> greedy_;
     bool device_argmax_ok_ = false;
     bool device_argmax_on_ = false;
+    std::atomic<bool> interrupt_{false};
 };
 
 // The context settings that exact (batch-invariant) kernels need; shared by
