@@ -1,7 +1,7 @@
 """The engine's decode loop (csrc/engine/engine.cpp) at its edges: an
-end-of-generation token inside an accepted draft, what drafters observe,
-interruption inside the prompt and drafter contexts that cannot drop
-positions."""
+end-of-generation token inside an accepted draft, what drafters observe, the
+recurrent-state checkpoint, interruption inside the prompt and drafter
+contexts that cannot drop positions."""
 import pytest
 
 import pyspec
@@ -137,6 +137,25 @@ def test_interrupt_between_prompt_chunks(tiny_target):
     assert engine.n_past == 100 and len(d.observed) == 1
     # the request is spent: the engine is usable and gives the same tokens
     assert engine.generate(prompt, n_predict=8, ignore_eos=True)["tokens"] == ref
+
+
+def test_checkpoint_holds_the_recurrent_state_only(model_dir):
+    """A hybrid target whose drafts exceed its recurrent snapshots rolls back
+    through a checkpoint of its recurrent state: its size does not grow with
+    the context (the attention KV is cut, not copied), and output is exact."""
+    hybrid = mtp_models.write_mtp_hybrid(model_dir / "loop_hybrid.gguf")
+    model = _core.Model(str(hybrid))
+    engine = _core.Engine(model, n_ctx=1024, n_threads=1, n_rs_seq=0)
+    sizes = []
+    for n_prompt in (8, 400):
+        prompt = [1] + [259 + (i * 7) % 40 for i in range(n_prompt - 1)]
+        ref = engine.generate(prompt, n_predict=24, ignore_eos=True)["tokens"]
+        r = engine.generate(prompt, n_predict=24, ignore_eos=True, draft_n_max=4,
+                            drafter=_core.NgramDrafter(n=2, n_min=1))
+        assert list(r["tokens"]) == list(ref)
+        assert r["stats"]["draft_n"] > r["stats"]["draft_n_accepted"]  # rollbacks happened
+        sizes.append(engine.checkpoint_bytes)
+    assert sizes[0] > 0 and sizes[0] == sizes[1]
 
 
 def test_recurrent_draft_model_rolls_back(tiny_target, model_dir, plain):

@@ -141,6 +141,8 @@ void register_engine(py::module_ & m) {
              "Asks the running generate() (in another thread) to stop at its next step or prompt chunk: it "
              "returns with finish_reason 'interrupted', or raises GenerationInterrupted while still in the "
              "prompt. Each generate() drops an earlier request.")
+        .def_property_readonly("checkpoint_bytes", &Engine::checkpoint_bytes,
+                               "Bytes of the last recurrent-state checkpoint (0: none taken).")
         .def_property_readonly("n_past", &Engine::n_past)
         .def_property_readonly("n_ctx", &Engine::n_ctx,
                                "The context size: the n_ctx asked for, rounded up to a multiple of 256 by llama.cpp.")

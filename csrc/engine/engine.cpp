@@ -234,9 +234,12 @@ void Engine::submit(const llama_token * tokens, size_t n, bool all_logits, bool 
 }
 
 void Engine::checkpoint() {
-    const size_t n = llama_state_seq_get_size(ctx_.get(), 0);
+    // Only the part that cannot drop positions (the recurrent state; a hybrid's
+    // attention KV can, in rollback()): its size does not grow with the context.
+    const size_t n = llama_state_seq_get_size_ext(ctx_.get(), 0, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
     ckpt_.resize(n);
-    llama_state_seq_get_data(ctx_.get(), ckpt_.data(), n, 0);
+    if (llama_state_seq_get_data_ext(ctx_.get(), ckpt_.data(), n, 0, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) != n)
+        throw Error("checkpoint: llama.cpp could not copy the recurrent state (" + std::to_string(n) + " bytes)");
     ckpt_n_ = n_past();
 }
 
@@ -255,9 +258,13 @@ void Engine::rollback(int32_t n_keep) {
     if (ckpt_n_ < 0 || ckpt_n_ > n_keep)
         throw Error("rollback: the memory refused to drop positions >= " + std::to_string(n_keep) +
                     " and no checkpoint precedes them");
-    llama_memory_seq_rm(mem, 0, -1, -1);
-    if (llama_state_seq_set_data(ctx_.get(), ckpt_.data(), ckpt_.size(), 0) == 0)
+    // The recurrent state back at ckpt_n_, then the rest of the memory (the
+    // attention KV of a hybrid) cut there too, and the kept tokens replayed.
+    if (llama_state_seq_set_data_ext(ctx_.get(), ckpt_.data(), ckpt_.size(), 0, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0)
         throw Error("rollback: restoring the state checkpoint failed");
+    if (!llama_memory_seq_rm(mem, 0, ckpt_n_, -1))
+        throw Error("rollback: the memory refused to drop positions >= " + std::to_string(ckpt_n_) +
+                    " after restoring the checkpoint taken there");
     std::vector<llama_token> replay(committed_.begin() + ckpt_n_, committed_.begin() + n_keep);
     committed_.resize(size_t(ckpt_n_));
     if (!replay.empty()) prefill(replay);

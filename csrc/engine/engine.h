@@ -100,6 +100,9 @@ public:
     // "interrupted", or throws Interrupted while still in the prompt. Every
     // generate() starts by dropping an earlier request.
     void interrupt() { interrupt_.store(true); }
+    // Bytes of the last state checkpoint (recurrent targets whose drafts
+    // exceed the recurrent snapshots): the recurrent part only.
+    size_t checkpoint_bytes() const { return ckpt_.size(); }
     // Roll back through state checkpoints even where the memory could drop
     // positions itself (the path recurrent models need; for testing it).
     bool force_checkpoints = false;
