@@ -1,10 +1,11 @@
 """The engine's decode loop (csrc/engine/engine.cpp) at its edges: an
 end-of-generation token inside an accepted draft, what drafters observe, the
-recurrent-state checkpoint, interruption inside the prompt and drafter
-contexts that cannot drop positions."""
+recurrent-state checkpoint, feature export, interruption inside the prompt
+and drafter contexts that cannot drop positions."""
 import pytest
 
 import pyspec
+import tiny_draft_heads as heads
 import tiny_models
 import tiny_mtp_models as mtp_models
 from conftest import PROMPTS
@@ -137,6 +138,28 @@ def test_interrupt_between_prompt_chunks(tiny_target):
     assert engine.n_past == 100 and len(d.observed) == 1
     # the request is spent: the engine is usable and gives the same tokens
     assert engine.generate(prompt, n_predict=8, ignore_eos=True)["tokens"] == ref
+
+
+def test_features_are_exported_only_for_the_drafter_that_reads_them(model_dir):
+    mtp = mtp_models.write_mtp_dense(model_dir / "loop_mtp.gguf", seed=1, n_layer=1, mimic=True)
+    llm = pyspec.LLM(mtp, n_ctx=512, n_threads=1)
+    nothing = {"hidden": False, "layer_inputs": []}
+    ref = llm.generate(PROMPT, max_tokens=16, spec_type="none", ignore_eos=True).tokens
+    assert llm._engine.exported_features == nothing  # a plain run computes no MTP features
+    assert llm.generate(PROMPT, max_tokens=16, spec_type="mtp", ignore_eos=True).tokens == ref
+    assert llm._engine.exported_features == {"hidden": True, "layer_inputs": []}
+    assert llm.generate(PROMPT, max_tokens=16, spec_type="ngram", ignore_eos=True).tokens == ref
+    assert llm._engine.exported_features == nothing
+
+    target = tiny_models.write_llama(model_dir / "loop_target.gguf", seed=0)
+    eagle3 = heads.write_eagle3(model_dir / "loop_eagle3.gguf")
+    llm = pyspec.LLM(target, n_ctx=512, n_threads=1, draft_model=eagle3)
+    ref = llm.generate(PROMPT, max_tokens=16, spec_type="none", ignore_eos=True).tokens
+    assert llm._engine.exported_features == nothing
+    assert llm.generate(PROMPT, max_tokens=16, spec_type="eagle3", ignore_eos=True).tokens == ref
+    assert len(llm._engine.exported_features["layer_inputs"]) == 3  # the three target layers EAGLE-3 fuses
+    assert llm.generate(PROMPT, max_tokens=16, spec_type="ngram", ignore_eos=True).tokens == ref
+    assert llm._engine.exported_features == nothing
 
 
 def test_checkpoint_holds_the_recurrent_state_only(model_dir):

@@ -110,6 +110,21 @@ def test_context_smaller_than_the_batch(tiny_target, tiny_draft, spec):
     expect(run_case(code, tiny_target), "ContextOverflowError", "300", "n_ctx=256", "n_ctx=100", "rounds")
 
 
+def test_feature_drafter_on_another_engine(tiny_target, tmp_path):
+    """An EAGLE-3 drafter reads the features of the engine it was built on; given
+    to another engine (which exports none) it raised a llama.cpp assertion."""
+    import tiny_draft_heads as heads
+    head = heads.write_eagle3(tmp_path / "eagle3.gguf")
+    code = textwrap.dedent(f"""
+        from pyspec import _core
+        target = _core.Model({str(tiny_target)!r})
+        a, b = _core.Engine(target, n_ctx=256, n_threads=1), _core.Engine(target, n_ctx=256, n_threads=1)
+        drafter = _core.Eagle3Drafter(a, _core.Model({str(head)!r}))
+        b.generate([1, 300, 301], n_predict=8, drafter=drafter)
+    """)
+    expect(run_case(code, tiny_target), "InvalidParameterError", "another Engine")
+
+
 @pytest.mark.gemma
 def test_fast_kernels_run_on_the_default_model(gemma_path, tiny_target):
     """kernels='fast' (weight repacking) on the default model took the

@@ -141,6 +141,13 @@ void register_engine(py::module_ & m) {
              "Asks the running generate() (in another thread) to stop at its next step or prompt chunk: it "
              "returns with finish_reason 'interrupted', or raises GenerationInterrupted while still in the "
              "prompt. Each generate() drops an earlier request.")
+        .def_property_readonly("exported_features", [](const Engine & e) {
+                 py::dict d;
+                 d["hidden"] = e.exported_features().hidden;
+                 d["layer_inputs"] = e.exported_features().layer_inputs;
+                 return d;
+             }, "What the target context computes for the drafter of the last generation besides the logits: "
+                "{'hidden': every row's last hidden state (mtp), 'layer_inputs': layer ids (eagle3, dflash)}.")
         .def_property_readonly("checkpoint_bytes", &Engine::checkpoint_bytes,
                                "Bytes of the last recurrent-state checkpoint (0: none taken).")
         .def_property_readonly("n_past", &Engine::n_past)

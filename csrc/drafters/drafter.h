@@ -2,6 +2,7 @@
 // memory; a drafter only proposes tokens and is told what was kept.
 //
 // Call order for one generation:
+//   features()                         what the target must export for it
 //   set_sampling(params)               the target's sampling settings
 //   begin(prompt)                      once, with the prompt's tokens
 //   observe(outputs)                   after every prompt chunk, and after
@@ -47,10 +48,20 @@ struct TargetOutputs {
     bool                prompt = false;    // a chunk of the prompt (else a verify batch)
 };
 
+// What a drafter reads from the target's forwards besides the logits. The
+// engine has the target context export it during the generations that use
+// this drafter, and nothing during the others.
+struct FeatureRequest {
+    bool hidden = false;                // the last hidden state of every row (MTP)
+    std::vector<int32_t> layer_inputs;  // the inputs of these target layers, every row (EAGLE-3, DFlash)
+    bool operator==(const FeatureRequest & o) const { return hidden == o.hidden && layer_inputs == o.layer_inputs; }
+};
+
 class Drafter {
 public:
     virtual ~Drafter() = default;
     virtual std::string name() const = 0;
+    virtual FeatureRequest features() const { return {}; }
     // The target's sampling settings for the next generation. A drafter with
     // a distribution samples from it under the same temperature, truncation
     // and penalties (stream kStreamDraft, keyed by the drafted token's

@@ -78,6 +78,14 @@ void FeatureDrafter::drop_from(llama_pos pos) {
                     " (rows of rejected drafts); its context cannot roll back");
 }
 
+void FeatureDrafter::check_target(const TargetOutputs & out) const {
+    // the features are read from out.ctx: only the context this drafter asked to export them has them
+    if (out.ctx != tgt_)
+        throw InvalidParameterError(name() + " drafter: it was built for another Engine than the one "
+                                    "generating; build the drafter on that engine (" + name() +
+                                    "Drafter(engine, ...)) and pass it to that engine only");
+}
+
 void FeatureDrafter::begin(const std::vector<llama_token> & prompt) {
     llama_memory_clear(llama_get_memory(ctx_.get()), true);
     history_ = prompt;
@@ -148,15 +156,16 @@ void check_head_compatible(const Model & target, const Model & draft) {
     check_vocab_compatible(target, draft);
 }
 
-FusedFeatures::FusedFeatures(llama_context * target_ctx, const Model & target, const Model & drafter)
-    : ids_(target_layer_ids(drafter)), n_embd_(size_t(target.n_embd())) {
-    for (int32_t id : ids_) llama_set_embeddings_layer_inp(target_ctx, uint32_t(id), true);
-}
+FusedFeatures::FusedFeatures(const Model & target, const Model & drafter)
+    : ids_(target_layer_ids(drafter)), n_embd_(size_t(target.n_embd())) {}
 
-const float * FusedFeatures::gather(const TargetOutputs & out) {
+const float * FusedFeatures::gather(const TargetOutputs & out, const FeatureRequest & exported) {
     const size_t W = width();
     buf_.resize(size_t(out.n_tokens) * W);
     for (size_t k = 0; k < ids_.size(); ++k) {
+        // llama.cpp asserts (aborts) on a layer it was not asked to capture
+        if (std::find(exported.layer_inputs.begin(), exported.layer_inputs.end(), ids_[k]) == exported.layer_inputs.end())
+            throw Error("the target does not export the input of its layer " + std::to_string(ids_[k]));
         const float * f = llama_get_embeddings_layer_inp(out.ctx, uint32_t(ids_[k]));
         if (!f) throw Error("the target did not capture the input of its layer " + std::to_string(ids_[k]));
         for (int32_t i = 0; i < out.n_tokens; ++i)
@@ -178,11 +187,12 @@ MtpDrafter::MtpDrafter(std::shared_ptr<Engine> target, const HeadParams & p) : F
     cp.ctx_type = LLAMA_CONTEXT_TYPE_MTP;
     cp.n_outputs_max = 1;  // a draft step reads one row; the catch-up reads none
     make_context(target_model_->get(), cp, "MTP");
-    llama_set_embeddings_nextn(tgt_, true, /*masked=*/false);  // every target row's hidden state
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
 
 void MtpDrafter::observe(const TargetOutputs & out) {
+    check_target(out);
+    if (!engine_->exported_features().hidden) throw Error("mtp: the target does not export its hidden states");
     const float * h = llama_get_embeddings_nextn(out.ctx);
     if (!h) throw Error("mtp: the target produced no hidden states");
     const size_t E = size_t(n_embd_);
@@ -237,7 +247,7 @@ Eagle3Drafter::Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     llama_context_params cp = base_params();
     cp.n_batch = cp.n_ubatch = cp.n_outputs_max = std::min<uint32_t>(cp.n_batch, 64);
     make_context(head_->get(), cp, "EAGLE-3");
-    feats_ = std::make_unique<FusedFeatures>(tgt_, *target_model_, *head_);
+    feats_ = std::make_unique<FusedFeatures>(*target_model_, *head_);
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
 
@@ -250,7 +260,8 @@ void Eagle3Drafter::begin(const std::vector<llama_token> & prompt) {
 }
 
 void Eagle3Drafter::observe(const TargetOutputs & out) {
-    const float * feat = feats_->gather(out);
+    check_target(out);
+    const float * feat = feats_->gather(out, engine_->exported_features());
     const size_t W = feats_->width(), D = size_t(n_embd_);
     // rows at positions >= pos0 are replaced (a rollback dropped them)
     g_n_ = std::clamp(out.pos0 - g_pos0_, 0, g_n_);
@@ -356,7 +367,7 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     cp.n_batch = cp.n_ubatch = std::max<uint32_t>(64, uint32_t(block_size_));
     cp.n_outputs_max = uint32_t(block_size_);
     make_context(drafter_->get(), cp, "DFlash");
-    feats_ = std::make_unique<FusedFeatures>(tgt_, *target_model_, *drafter_);
+    feats_ = std::make_unique<FusedFeatures>(*target_model_, *drafter_);
     llama_set_causal_attn(ctx_.get(), meta_bool(*drafter_, "dflash.attention.causal", false));
 }
 
@@ -369,8 +380,9 @@ void DFlashDrafter::make_room(llama_pos end) {
 }
 
 void DFlashDrafter::observe(const TargetOutputs & out) {
+    check_target(out);
     if (out.pos0 == 0) kept_from_ = 0;
-    const float * feat = feats_->gather(out);
+    const float * feat = feats_->gather(out, engine_->exported_features());
     const size_t W = feats_->width();
     // features of rejected rows and the last noise block are replaced
     drop_from(out.pos0);

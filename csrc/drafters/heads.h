@@ -2,9 +2,10 @@
 // target, EAGLE-3 heads and DFlash block-diffusion drafters, run through the
 // graphs of the pinned llama.cpp (a second llama_context each).
 //
-// The engine shows them every target forward (observe: prompt chunks and
-// verify batches); they copy the feature rows they need right away (the
-// target overwrites them on its next forward). After accept() the target's
+// The engine has the target export what features() asks for during their
+// generations and shows them every target forward (observe: prompt chunks
+// and the kept rows of verify batches); they copy the feature rows they need
+// right away (the target overwrites them on its next forward). After accept() the target's
 // memory holds positions 0 .. n_memory()-1 and the last committed token
 // (history_.back()) sits at position n_memory(), not yet decoded: drafts
 // start there. A drafter's own KV cache may hold rows for rejected positions
@@ -66,6 +67,8 @@ protected:
     int32_t add_embd(const float * embd, size_t n_embd, llama_pos pos, bool output);
     void    run(llama_process_type type, const char * what);  // processes batch_, then clears it
     void    drop_from(llama_pos pos);                         // drafter memory: keep positions < pos
+    // InvalidParameterError unless `out` comes from the engine this drafter was built on
+    void    check_target(const TargetOutputs & out) const;
     int32_t n_memory() const { return int32_t(history_.size()) - 1; }
     int32_t n_vocab() const { return target_model_->n_vocab(); }
     virtual size_t buffer_bytes() const = 0;       // bound
@@ -92,6 +95,7 @@ public:
     std::string name() const override { return "mtp"; }
     void  observe(const TargetOutputs & out) override;
     Draft draft(int32_t n_max) override;
+    FeatureRequest features() const override { return {true, {}}; }
 
 private:
     // the rows of one target forward (at most a batch) and one more
@@ -105,13 +109,14 @@ private:
 };
 
 // The inputs of the target layers a drafter reads (its GGUF's
-// <arch>.target_layers), fused per row as [f_id0 | f_id1 | ...]. Turns their
-// capture on in the target context.
+// <arch>.target_layers), fused per row as [f_id0 | f_id1 | ...].
 class FusedFeatures {
 public:
-    FusedFeatures(llama_context * target_ctx, const Model & target, const Model & drafter);
-    // The fused rows of the forward `out` describes: [out.n_tokens, width()].
-    const float * gather(const TargetOutputs & out);
+    FusedFeatures(const Model & target, const Model & drafter);
+    // The fused rows of the forward `out` describes: [out.n_tokens, width()];
+    // `exported`: what the target context exports (Error unless it has them).
+    const float * gather(const TargetOutputs & out, const FeatureRequest & exported);
+    const std::vector<int32_t> & layer_ids() const { return ids_; }
     size_t width() const { return ids_.size() * n_embd_; }
     size_t bytes(size_t rows) const { return rows * width() * sizeof(float); }
     size_t bytes_used() const { return buf_.capacity() * sizeof(float); }
@@ -130,6 +135,7 @@ class Eagle3Drafter final : public FeatureDrafter {
 public:
     Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Model> head, const HeadParams & p);
     std::string name() const override { return "eagle3"; }
+    FeatureRequest features() const override { return {false, feats_->layer_ids()}; }
     void  begin(const std::vector<llama_token> & prompt) override;
     void  observe(const TargetOutputs & out) override;
     Draft draft(int32_t n_max) override;
@@ -160,6 +166,7 @@ class DFlashDrafter final : public FeatureDrafter {
 public:
     DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Model> drafter, const HeadParams & p);
     std::string name() const override { return "dflash"; }
+    FeatureRequest features() const override { return {false, feats_->layer_ids()}; }
     void  observe(const TargetOutputs & out) override;
     Draft draft(int32_t n_max) override;
     int32_t block_size() const { return block_size_; }

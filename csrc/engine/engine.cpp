@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "llama-ext.h"
 #include "verify/verify.h"
 
 namespace pyspec {
@@ -217,6 +218,26 @@ bool Engine::stop_requested() {
     return interrupt_.load() || (should_stop && should_stop());
 }
 
+void Engine::export_features(const FeatureRequest & f) {
+    if (f == exported_) return;
+    for (int32_t id : f.layer_inputs) {
+        if (id < 0 || id >= target_->n_layer())
+            throw InvalidParameterError("a drafter asked for the input of layer " + std::to_string(id) +
+                                        "; the target has layers 0.." + std::to_string(target_->n_layer() - 1));
+    }
+    if (f.hidden != exported_.hidden) llama_set_embeddings_nextn(ctx_.get(), f.hidden, /*masked=*/false);
+    // each change of the layer captures makes llama.cpp reserve its graph again: change only what differs
+    for (int32_t id : exported_.layer_inputs) {
+        if (std::find(f.layer_inputs.begin(), f.layer_inputs.end(), id) == f.layer_inputs.end())
+            llama_set_embeddings_layer_inp(ctx_.get(), uint32_t(id), false);
+    }
+    for (int32_t id : f.layer_inputs) {
+        if (std::find(exported_.layer_inputs.begin(), exported_.layer_inputs.end(), id) == exported_.layer_inputs.end())
+            llama_set_embeddings_layer_inp(ctx_.get(), uint32_t(id), true);
+    }
+    exported_ = f;
+}
+
 void Engine::forward(const std::vector<llama_token> & tokens) {
     if (tokens.empty() || int32_t(tokens.size()) > batch_.capacity())
         throw InvalidParameterError("forward takes 1.." + std::to_string(batch_.capacity()) + " tokens, got " +
@@ -291,6 +312,8 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     Stats & st = res.stats;
     interrupt_.store(false);  // a request left over from an earlier generation
     reset();
+    // The target computes what this drafter reads, and nothing for plain runs.
+    export_features(drafter ? drafter->features() : FeatureRequest{});
     // Recurrent state rolls back through llama.cpp's snapshots when the draft
     // fits in them, else through a state checkpoint taken before each verify.
     const bool use_ckpt =

@@ -100,6 +100,10 @@ public:
     // "interrupted", or throws Interrupted while still in the prompt. Every
     // generate() starts by dropping an earlier request.
     void interrupt() { interrupt_.store(true); }
+    // What the target context exports for the drafter of the current (or
+    // last) generation: set from Drafter::features() at every generate().
+    void export_features(const FeatureRequest & f);
+    const FeatureRequest & exported_features() const { return exported_; }
     // Bytes of the last state checkpoint (recurrent targets whose drafts
     // exceed the recurrent snapshots): the recurrent part only.
     size_t checkpoint_bytes() const { return ckpt_.size(); }
@@ -150,6 +154,7 @@ private:
     bool device_argmax_ok_ = false;
     bool device_argmax_on_ = false;
     std::atomic<bool> interrupt_{false};
+    FeatureRequest exported_;
 };
 
 // The context settings that exact (batch-invariant) kernels need; shared by
