@@ -11,6 +11,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
 
+# One CPU thread unless a test asks for more (also for the subprocesses it starts): llama.cpp's
+# threads spin while they wait for each other, so where other work keeps the cores busy two
+# threads can be far slower than one (20 tokens of the tiny target on a busy 2-core machine:
+# 4.5 s with 2 threads, 2 ms with 1); one thread waits for nobody. Tests of several threads
+# pass n_threads / -t themselves.
+os.environ.setdefault("PYSPEC_THREADS", "1")
+
 PROMPTS = [
     "def quicksort(arr): return the list",
     "the sort of the list is the sort of the list",
@@ -75,4 +82,4 @@ def gemma_path() -> Path:
 @pytest.fixture(scope="session")
 def gemma(gemma_path):
     import pyspec
-    return pyspec.LLM(gemma_path, n_ctx=1024, n_threads=2)
+    return pyspec.LLM(gemma_path, n_ctx=1024)

@@ -214,21 +214,25 @@ def test_dflash_memory_is_a_window_not_a_second_context(files):
     assert whole["draft_kv_bytes"] > 10 * large["draft_kv_bytes"]
 
 
-@pytest.mark.parametrize("case", ["mtp", "eagle3", "dflash"])
-def test_draft_memory_stays_under_the_reported_figure(files, case):
+@pytest.mark.parametrize("case", ["mtp", pytest.param("eagle3", marks=pytest.mark.xfail(
+    strict=True, reason="known: the target's compute buffer grows at the first EAGLE-3 prefill (401312 to 434592 "
+    "bytes on the tiny target: its feature layers become graph outputs), which the report does not reserve")),
+    "dflash"])
+def test_memory_report_predicts_what_the_llm_holds(files, case):
+    """memory_report (simulated allocations, nothing loaded) gives the live LLM's figures, and
+    they still hold after a generation whose prompt spans several batches and whose drafts are
+    the longest: no buffer grows past what was reported."""
     t, d = CASES[case]
-    n_ctx = 16384
-    reported = pyspec.memory_report(files[t], draft_model=files[d] if d else None, n_ctx=n_ctx,
-                                    dflash_window=128)
-    llm = pyspec.LLM(files[t], n_ctx=n_ctx, n_batch=64, draft_model=files[d] if d else None, dflash_window=128)
-    drafter = llm._drafters[case]
+    kw = dict(draft_model=files[d] if d else None, n_ctx=2048, n_batch=64, dflash_window=128)
+    reported = pyspec.memory_report(files[t], **kw)
+    llm = pyspec.LLM(files[t], **kw)
+    assert llm.memory() == reported and reported["spec_type"] == case and reported["draft_kv_bytes"] > 0
     prompt = " ".join(PROMPTS * 8)
-    llm.generate(prompt, max_tokens=400, draft_n_max=15, ignore_eos=True)
-    m = drafter.memory()
-    assert m["buffer_bytes_used"] <= m["buffer_bytes"]
-    assert m["kv_bytes"] <= reported["draft_kv_bytes"] * 1.01
-    live = llm.memory()
-    assert live["draft_kv_bytes"] == m["kv_bytes"] and live["spec_type"] == case
+    assert len(llm.tokenize(prompt)) > 8 * 64
+    llm.generate(prompt, max_tokens=64, draft_n_max=15, ignore_eos=True)
+    assert llm.memory() == reported
+    m = llm._drafters[case].memory()
+    assert 0 < m["buffer_bytes_used"] <= m["buffer_bytes"] == reported["draft_buffer_bytes"]
 
 
 def test_wrong_pairings_raise_clear_errors(files, model_dir):

@@ -1,25 +1,35 @@
 """Ctrl-C stops a generation cleanly and leaves the model usable; the GIL is
-released while the engine works."""
+released while the engine works. No test here depends on the machine's speed:
+the interrupt is raised after a given number of tokens, from the step callback."""
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pyspec
 
 SCRIPT = textwrap.dedent("""
-    import os, signal, sys, threading, time
+    import inspect, signal, sys
     import pyspec
-    llm = pyspec.LLM(sys.argv[1], n_ctx=32768)
+    # Explicitly: a child of a shell that ignores SIGINT (a background job) inherits SIG_IGN.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    llm = pyspec.LLM(sys.argv[1], n_ctx=4096)
     ref = llm.generate("the sort of", max_tokens=20, ignore_eos=True).tokens
-    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    t0 = time.time()
+    kw = {n: p.default for n, p in inspect.signature(pyspec.LLM.generate).parameters.items()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    kw.update(max_tokens=3000, spec_type=sys.argv[2], ignore_eos=True)
+    seen = []
+
+    def on_step(tokens, n_from_draft):
+        seen.extend(tokens)
+        if len(seen) >= 10:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does, at a known point
+        return True
     try:
-        llm.generate("the sort of", max_tokens=30000, spec_type=sys.argv[2], ignore_eos=True)
-        print("not interrupted")
+        g = llm._run("the sort of", on_step, **kw)
+        print("not interrupted:", g.finish_reason, len(g.tokens))
     except KeyboardInterrupt:
-        print("interrupted after %.1f s" % (time.time() - t0))
+        print("interrupted after", len(seen), "tokens")
     assert llm.generate("the sort of", max_tokens=20, ignore_eos=True).tokens == ref
     print("usable")
 """)
@@ -27,29 +37,41 @@ SCRIPT = textwrap.dedent("""
 
 def test_ctrl_c_stops_generation_and_model_stays_usable(tiny_target):
     for spec in ("none", "ngram"):
+        # start_new_session: the child is not in the parent's process group, whatever SIGINT does there
         r = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_target), spec], capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, start_new_session=True)
         assert r.returncode == 0, r.stderr[-2000:]
         assert "interrupted after" in r.stdout and "usable" in r.stdout, r.stdout
+        n = int(r.stdout.split("interrupted after")[1].split()[0])
+        assert 10 <= n < 3000
+
+
+def test_ctrl_c_lands_even_when_sigint_was_ignored_by_the_parent(tiny_target):
+    """A background shell job ignores SIGINT; the script above installs its own handler."""
+    import signal
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_target), "none"], capture_output=True, text=True,
+                       timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "interrupted after" in r.stdout and "usable" in r.stdout, r.stdout
 
 
 def test_gil_is_released_during_generation(tiny_target):
-    llm = pyspec.LLM(tiny_target, n_ctx=8192, n_threads=1)
-    ticks = []
+    llm = pyspec.LLM(tiny_target, n_ctx=4096, n_threads=1)
+    ticks = [0]
     done = threading.Event()
 
     def ticker():
         while not done.is_set():
-            ticks.append(time.perf_counter())
-            time.sleep(0.001)
+            ticks[0] += 1
+            done.wait(0)  # yields the GIL
 
     t = threading.Thread(target=ticker)
     t.start()
-    t0 = time.perf_counter()
-    llm.generate("the sort of", max_tokens=3000, ignore_eos=True)
-    elapsed = time.perf_counter() - t0
+    before = ticks[0]
+    llm.generate("the sort of", max_tokens=500, ignore_eos=True)
+    during = ticks[0] - before
     done.set()
     t.join()
-    # a thread that needs the GIL kept running while the engine decoded
-    during = [x for x in ticks if t0 < x < t0 + elapsed]
-    assert elapsed > 0.2 and len(during) > 0.2 * elapsed / 0.001 * 0.1
+    # a thread that needs the GIL kept running while the engine decoded: with the GIL held,
+    # it would get at most a slice at the call's edges
+    assert during >= 100, during
