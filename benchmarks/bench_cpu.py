@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pyspec
 from pyspec import _core
-from pyspec.bench import PROMPT_SETS
-from pyspec.cli import DEMO_PROMPT
+from pyspec.prompts import DEMO_PROMPT, PROMPT_SETS
 from pyspec.models import cache_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,7 +34,7 @@ def _builtin(set_name: str, name: str) -> str:
 
 
 # One prompt of each kind from `pyspec bench`'s built-in sets (the code rewrite
-# is ANCHORS.md's quicksort prompt).
+# is `pyspec demo`'s quicksort prompt).
 PROMPTS = {
     "code_rewrite": DEMO_PROMPT,
     "summarisation": _builtin("summarise", "council-article"),

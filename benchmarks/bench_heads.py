@@ -44,7 +44,7 @@ import gguf
 
 import pyspec
 from pyspec import _core
-from pyspec.cli import DEMO_PROMPT
+from pyspec.prompts import DEMO_PROMPT
 from pyspec.models import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent

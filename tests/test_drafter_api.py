@@ -77,9 +77,12 @@ def test_python_drafter_errors_propagate_and_the_model_stays_usable(tiny_target)
 def test_timing_breakdown(tiny_target, tiny_draft):
     llm = pyspec.LLM(tiny_target, n_ctx=512, draft_model=tiny_draft)
     s = llm.generate(PROMPTS[1], max_tokens=48, spec_type="draft", draft_n_max=4, ignore_eos=True).stats
+    # the parts nest (forward passes inside verification inside generation) and do not overlap
+    # (drafting and the target's forward passes both fit in the generation time)
     assert 0 < s.forward_ms <= s.verify_ms <= s.predicted_ms
-    assert s.draft_ms > 0
-    assert s.overhead_ms == pytest.approx(s.predicted_ms - s.draft_ms - s.forward_ms, abs=1e-9)
+    assert 0 < s.draft_ms and s.draft_ms + s.forward_ms <= s.predicted_ms
+    plain = llm.generate(PROMPTS[1], max_tokens=48, spec_type="none", ignore_eos=True).stats
+    assert plain.draft_ms == 0 and plain.forward_ms <= plain.predicted_ms  # no drafter, no drafting time
 
 
 def test_engine_forward_and_rollback(tiny_target):

@@ -147,13 +147,35 @@ def test_ngram_lookup_prefers_a_match_that_fills_the_draft():
 
 
 def test_ngram_drafter_adapts_its_length():
-    a = list(range(1, 31))
-    for adaptive, lengths in ((True, [16, 3, 7]), (False, [16, 16, 16])):
-        d = _core.NgramDrafter(3, 3, adaptive)
-        d.begin(a + a)
-        got = [len(d.draft(16))]
-        d.accept(0, [1])               # the draft was rejected at its first token
-        got.append(len(d.draft(16)))
-        d.accept(got[-1], a[1:1 + got[-1]] + [a[1 + got[-1]]])  # fully accepted, + bonus
-        got.append(len(d.draft(16)))
-        assert got == lengths, (adaptive, got)
+    """Shorter after a rejection, longer again after full acceptances, never past n_max nor
+    under the n-gram's own length; without adaptation always n_max. (The step sizes are the
+    drafter's tuning, not its contract.)"""
+    a = list(range(1, 61))
+    n_max = 16
+
+    def accept_all(d, draft, pos):  # the target agreed with the whole draft, + its bonus token
+        d.accept(len(draft), a[pos:pos + len(draft) + 1])
+        return pos + len(draft) + 1
+
+    d = _core.NgramDrafter(3, 3, True)
+    d.begin(a + a)
+    first = d.draft(n_max)
+    assert len(first) == n_max
+    d.accept(0, [1])  # rejected at its first token
+    short = d.draft(n_max)
+    assert 3 <= len(short) < n_max
+    lengths, pos = [len(short)], 1
+    draft = short
+    for _ in range(10):
+        pos = accept_all(d, draft, pos)
+        draft = d.draft(n_max)
+        lengths.append(len(draft))
+    assert lengths == sorted(lengths) and lengths[1] > lengths[0]  # grows back ...
+    assert lengths[-1] == n_max  # ... up to n_max, never past it
+
+    fixed = _core.NgramDrafter(3, 3, False)
+    fixed.begin(a + a)
+    got = [len(fixed.draft(n_max))]
+    fixed.accept(0, [1])
+    got.append(len(fixed.draft(n_max)))
+    assert got == [n_max, n_max]
