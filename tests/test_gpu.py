@@ -53,6 +53,28 @@ def test_build_reports_exact_cuda():
 
 
 @needs_gpu
+def test_build_reports_pyspec_exact_cuda_kernels():
+    # csrc/cuda/exact_mmv.cu is linked in and registered with ggml-cuda (patch 0006)
+    assert "exact_mmv" in _core.build_info()["exact_cuda_kernels"]
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@needs_gpu
+@pytest.mark.skipif(subprocess.run(["which", "nvcc"], capture_output=True).returncode != 0, reason="no nvcc")
+def test_exact_mmv_kernels_against_reference_and_across_widths(tmp_path):
+    # benchmarks/gpu/exact_mmv_check.cu: every covered weight type against a float64 reference over the
+    # same quantized values, and widths 1..33 bitwise equal to width 1 with a poisoned output
+    exe = tmp_path / "mmv"
+    subprocess.run(["nvcc", "-O3", "-std=c++17", "-arch=native", "-I" + os.path.join(ROOT, "csrc", "cuda"),
+                    os.path.join(ROOT, "benchmarks", "gpu", "exact_mmv_check.cu"),
+                    os.path.join(ROOT, "csrc", "cuda", "exact_mmv.cu"), "-o", str(exe)], check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "ALL OK" in r.stdout, r.stdout + r.stderr
+
+
+@needs_gpu
 @pytest.mark.parametrize("name", [f"llama256-{q}" for q in gpu_models.QUANTS] + ["llama64-q8_0"])
 def test_cuda_exact_logits_do_not_depend_on_width(models, name):
     # llama64: head size 16 has no CUDA attention kernel, so llama.cpp runs attention on the CPU

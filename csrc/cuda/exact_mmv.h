@@ -1,0 +1,32 @@
+// Exact (batch-invariant) quantized matrix x few-vectors kernels: see exact_mmv.cu.
+// Independent of ggml's headers so that benchmarks/gpu/exact_mmv_check.cu can test the kernels alone.
+#pragma once
+
+#include <cstdint>
+
+namespace pyspec_cuda {
+
+// Weight types, numbered as ggml_type (checked in exact_mmv_hook.cpp).
+enum : int { EXACT_MMV_Q4_0 = 2, EXACT_MMV_Q5_0 = 6, EXACT_MMV_Q8_0 = 8, EXACT_MMV_Q4_K = 12, EXACT_MMV_Q6_K = 14 };
+
+struct ExactMmvArgs {
+    int type;                // EXACT_MMV_*
+    const void * x;          // weights: nrows rows of ncols_x values, row r at x + r*x_row_stride blocks
+    int64_t x_row_stride;    // in weight blocks
+    int64_t nrows;
+    int64_t ncols_x;         // values per row (K)
+    const void * y;          // activations as ggml's block_q8_1, column j at y + j*y_col_stride blocks
+    int64_t y_col_stride;    // in block_q8_1 (36 bytes)
+    int64_t ncols;           // activation columns
+    float * dst;             // column j at dst + j*dst_col_stride floats
+    int64_t dst_col_stride;
+    void * stream;           // cudaStream_t
+};
+
+// Whether exact_mmv_run covers this weight type and row length: a function of the shape only,
+// never of the number of columns, so every width of one matrix takes the same kernel.
+bool exact_mmv_supports(int type, int64_t ncols_x);
+// Launches on args.stream; no synchronisation, no allocation (safe inside CUDA graph capture).
+void exact_mmv_run(const ExactMmvArgs & args);
+
+}  // namespace pyspec_cuda
