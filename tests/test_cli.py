@@ -139,3 +139,17 @@ def test_demo_fails_when_exact_kernels_differ(tiny_target, monkeypatch, capsys):
     monkeypatch.setattr(pyspec.bench, "measure", differing)
     assert main(["demo", "-m", str(tiny_target), "-p", "the sort of", "-n", "4", "-c", "256", "--warmup", "0"]) == 1
     assert "NO. With exact kernels it must be: this is a bug" in capsys.readouterr().out
+
+
+def test_cache_dir_follows_the_documented_variables(monkeypatch, tmp_path):
+    """README: the default model lives in $PYSPEC_CACHE/models, else $XDG_CACHE_HOME/pyspec/models,
+    else ~/.cache/pyspec/models."""
+    from pathlib import Path
+    from pyspec.models import cache_dir
+    monkeypatch.setenv("PYSPEC_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("PYSPEC_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "pyspec"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home() / ".cache" / "pyspec"

@@ -120,7 +120,7 @@ def test_dflash_reads_the_same_rows_through_the_pruned_and_the_full_output(files
     model = _core.Model(str(files["target"]))
     drafts = []
     for all_outputs in (False, True):
-        eng = _core.Engine(model, n_ctx=512)
+        eng = _core.Engine(model, n_ctx=512, n_threads=1)
         d = _core.DFlashDrafter(eng, _core.Model(str(drafter_path)), all_outputs=all_outputs)
         toks = model.tokenize(PROMPTS[0])
         seen = []
@@ -139,7 +139,7 @@ def test_hybrid_target_rolls_back_exactly_through_snapshots_and_checkpoints(file
     outs = {}
     for label, kw, force in (("snapshots", {}, False), ("checkpoints", {"n_rs_seq": 0}, False),
                              ("forced", {}, True)):
-        eng = _core.Engine(model, n_ctx=512, **kw)
+        eng = _core.Engine(model, n_ctx=512, n_threads=1, **kw)
         eng.force_checkpoints = force
         toks = model.tokenize(prompt)
         base = list(eng.generate(toks, n_predict=64, draft_n_max=0, ignore_eos=True)["tokens"])
