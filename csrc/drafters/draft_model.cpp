@@ -2,11 +2,9 @@
 #include "drafters/pick.h"
 
 #include <algorithm>
-#include <thread>
 
-#include "engine/engine.h"
+#include "engine/context.h"
 #include "engine/error.h"
-#include "engine/log.h"
 #include "verify/sampling.h"
 
 namespace pyspec {
@@ -16,21 +14,13 @@ DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model &
     check_vocab_compatible(target, *model_);
     if (!(p.p_min >= 0.0f && p.p_min <= 1.0f))
         throw InvalidParameterError("draft p_min must be in [0, 1], got " + std::to_string(p.p_min));
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = p.n_ctx;
-    cp.n_batch = 512;
-    cp.n_ubatch = 512;
-    cp.n_seq_max = 1;
-    const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
-    cp.n_threads = p.n_threads > 0 ? p.n_threads : hw;
-    cp.n_threads_batch = cp.n_threads;
-    cp.no_perf = true;
-    cp.swa_full = true;
-    apply_kernel_mode(cp, p.exact, p.flash_attn);
-    log_clear_recent();
-    ctx_.reset(llama_init_from_model(model_->get(), cp));
-    if (!ctx_) throw Error("llama.cpp could not create the draft model's context: " + log_recent());
-    set_kernel_mode(ctx_.get(), p.exact, "the draft model");
+    ContextSpec cs;
+    cs.n_ctx = p.n_ctx;
+    cs.n_batch = 512;
+    cs.n_threads = p.n_threads;
+    cs.exact = p.exact;
+    cs.flash_attn = p.flash_attn;
+    ctx_ = new_context(model_->get(), cs, "the draft model");
 }
 
 void DraftModelDrafter::begin(const std::vector<llama_token> & prompt) {

@@ -2,12 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 
 #include "drafters/pick.h"
-#include "engine/engine.h"
 #include "engine/error.h"
-#include "engine/log.h"
 #include "llama-ext.h"
 
 namespace pyspec {
@@ -20,28 +17,21 @@ FeatureDrafter::FeatureDrafter(std::shared_ptr<Engine> target, const HeadParams 
         throw InvalidParameterError("p_min must be in [0, 1], got " + std::to_string(p.p_min));
 }
 
-llama_context_params FeatureDrafter::base_params() const {
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = engine_->n_ctx();
-    cp.n_batch = llama_n_batch(tgt_);  // a prompt chunk or a verify batch in one forward
-    cp.n_ubatch = cp.n_batch;
-    cp.n_seq_max = 1;
-    cp.n_threads = p_.n_threads > 0 ? p_.n_threads : llama_n_threads(tgt_);
-    cp.n_threads_batch = cp.n_threads;
-    cp.no_perf = true;
-    cp.swa_full = true;
-    cp.ctx_other = tgt_;  // drafters without their own embeddings / LM head use the target's
-    apply_kernel_mode(cp, false, p_.flash_attn);
-    return cp;
+ContextSpec FeatureDrafter::base_spec() const {
+    ContextSpec cs;
+    cs.n_ctx = engine_->n_ctx();
+    cs.n_batch = llama_n_batch(tgt_);  // a prompt chunk or a verify batch in one forward
+    cs.n_threads = p_.n_threads > 0 ? p_.n_threads : llama_n_threads(tgt_);
+    cs.exact = false;  // drafts never change the output: fast kernels
+    cs.flash_attn = p_.flash_attn;
+    cs.other = tgt_;   // drafters without their own embeddings / LM head use the target's
+    return cs;
 }
 
-void FeatureDrafter::make_context(llama_model * model, llama_context_params cp, const std::string & what) {
-    log_clear_recent();
-    ctx_.reset(llama_init_from_model(model, cp));
-    if (!ctx_) throw Error("llama.cpp could not create the " + what + " context: " + log_recent());
-    set_kernel_mode(ctx_.get(), false, what);  // drafts never change the output: fast kernels
+void FeatureDrafter::make_context(llama_model * model, const ContextSpec & cs, const std::string & what) {
+    ctx_ = new_context(model, cs, what);
     batch_.reset(llama_batch_ext_init(ctx_.get()));
-    if (!batch_) throw Error("llama.cpp could not create a batch for the " + what + " context");
+    if (!batch_) throw Error("llama.cpp could not create a batch for the context of " + what);
 }
 
 int32_t FeatureDrafter::add_token(llama_token t, llama_pos pos, const float * embd, size_t n_embd, bool output) {
@@ -183,10 +173,10 @@ MtpDrafter::MtpDrafter(std::shared_ptr<Engine> target, const HeadParams & p) : F
             ".nextn_predict_layers is 0 or the model was loaded without load_mtp); MTP drafting needs a target "
             "with next-token-prediction layers");
     n_embd_ = llama_model_n_embd_out(target_model_->get());
-    llama_context_params cp = base_params();
-    cp.ctx_type = LLAMA_CONTEXT_TYPE_MTP;
-    cp.n_outputs_max = 1;  // a draft step reads one row; the catch-up reads none
-    make_context(target_model_->get(), cp, "MTP");
+    ContextSpec cs = base_spec();
+    cs.type = LLAMA_CONTEXT_TYPE_MTP;
+    cs.n_outputs_max = 1;  // a draft step reads one row; the catch-up reads none
+    make_context(target_model_->get(), cs, "the MTP head");
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
 
@@ -244,9 +234,9 @@ Eagle3Drafter::Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     n_embd_ = head_->n_embd();
     // The encoder outputs every row and the output buffer holds rows x
     // vocabulary logits: encode and decode in chunks of 64 rows.
-    llama_context_params cp = base_params();
-    cp.n_batch = cp.n_ubatch = cp.n_outputs_max = std::min<uint32_t>(cp.n_batch, 64);
-    make_context(head_->get(), cp, "EAGLE-3");
+    ContextSpec cs = base_spec();
+    cs.n_batch = cs.n_outputs_max = std::min<uint32_t>(cs.n_batch, 64);
+    make_context(head_->get(), cs, "the EAGLE-3 head");
     feats_ = std::make_unique<FusedFeatures>(*target_model_, *head_);
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
@@ -356,17 +346,17 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
                         !drafter_->meta("dflash.has_confidence_head").empty();
     anchor_ = dspark && meta_bool(*drafter_, "dflash.sample_from_anchor", true);
     dspark_ = dspark;
-    llama_context_params cp = base_params();
+    ContextSpec cs = base_spec();
     // The drafter's memory: the features of the last `window` target
     // positions plus one block, not a second full-length cache.
     const uint32_t n_ctx = engine_->n_ctx();
     window_ = p.window > 0 ? std::min(p.window, n_ctx) : n_ctx;
-    cp.n_ctx = std::min<uint32_t>(n_ctx, window_ + 2 * uint32_t(block_size_));
+    cs.n_ctx = std::min<uint32_t>(n_ctx, window_ + 2 * uint32_t(block_size_));
     // Features go in by chunks of 64 rows: llama.cpp sizes the compute
     // buffers for a whole batch through the LM head (the target's vocabulary).
-    cp.n_batch = cp.n_ubatch = std::max<uint32_t>(64, uint32_t(block_size_));
-    cp.n_outputs_max = uint32_t(block_size_);
-    make_context(drafter_->get(), cp, "DFlash");
+    cs.n_batch = std::max<uint32_t>(64, uint32_t(block_size_));
+    cs.n_outputs_max = uint32_t(block_size_);
+    make_context(drafter_->get(), cs, "the DFlash drafter");
     feats_ = std::make_unique<FusedFeatures>(*target_model_, *drafter_);
     llama_set_causal_attn(ctx_.get(), meta_bool(*drafter_, "dflash.attention.causal", false));
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "drafters/drafter.h"
+#include "engine/context.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 
@@ -59,9 +60,12 @@ public:
 
 protected:
     FeatureDrafter(std::shared_ptr<Engine> target, const HeadParams & p);
-    // Creates the drafter context for `model` (target or drafter weights).
-    void make_context(llama_model * model, llama_context_params cp, const std::string & what);
-    llama_context_params base_params() const;
+    // Creates the drafter context for `model` (target or drafter weights);
+    // `what` names the drafter in messages ("the MTP head").
+    void make_context(llama_model * model, const ContextSpec & cs, const std::string & what);
+    // The drafter context's settings before each drafter's own: the target's
+    // context size, batch and threads, fast kernels, the target as ctx_other.
+    ContextSpec base_spec() const;
     // batch_ building; pos is the (single) position of the row
     int32_t add_token(llama_token t, llama_pos pos, const float * embd, size_t n_embd, bool output);
     int32_t add_embd(const float * embd, size_t n_embd, llama_pos pos, bool output);

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 
+#include "engine/context.h"
 #include "engine/error.h"
 #include "engine/log.h"
 #include "llama-ext.h"
@@ -18,28 +18,6 @@ double ms_since(Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 }  // namespace
-
-ggml_type kv_type_from_name(const std::string & name) {
-    static const std::pair<const char *, ggml_type> types[] = {
-        {"f32", GGML_TYPE_F32}, {"f16", GGML_TYPE_F16}, {"bf16", GGML_TYPE_BF16},
-        {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
-        {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1}, {"iq4_nl", GGML_TYPE_IQ4_NL}};
-    std::string names;
-    for (const auto & [n, t] : types) {
-        if (name == n) return t;
-        names += names.empty() ? n : std::string(", ") + n;
-    }
-    throw InvalidParameterError("unknown KV cache type '" + name + "'; expected one of " + names);
-}
-
-void apply_kernel_mode(llama_context_params & cp, bool exact, int32_t flash_attn) {
-    cp.flash_attn_type = llama_flash_attn_type(flash_attn);
-    if (exact && flash_attn < 0) {
-        // Exact mode pins the attention kernel (on and off are both exact but
-        // give different numbers); "auto" could pick differently per context.
-        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
-    }
-}
 
 namespace {
 // llama.cpp rounds the context up to a multiple of 256 but caps n_batch at the
@@ -60,46 +38,28 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
       n_vocab_(target_->n_vocab()) {
     if (params.n_ctx < 8) throw InvalidParameterError("n_ctx must be >= 8, got " + std::to_string(params.n_ctx));
     if (params.n_batch < 1) throw InvalidParameterError("n_batch must be >= 1");
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = padded_n_ctx(params.n_ctx);
-    cp.n_batch = batch_width(params);
-    cp.n_ubatch = cp.n_batch;
-    cp.n_seq_max = 1;
-    cp.n_rs_seq = uint32_t(params.n_rs_seq >= 0 ? params.n_rs_seq : (target_->needs_checkpoints() ? 16 : 0));
+    ContextSpec cs;
+    cs.n_ctx = padded_n_ctx(params.n_ctx);
+    cs.n_batch = batch_width(params);
+    cs.n_rs_seq = uint32_t(params.n_rs_seq >= 0 ? params.n_rs_seq : (target_->needs_checkpoints() ? 16 : 0));
     // every row of a verify batch may be sampled on the device
-    cp.n_outputs_max_per_seq = cp.n_batch;
-    const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
-    cp.n_threads = params.n_threads > 0 ? params.n_threads : hw;
-    cp.n_threads_batch = cp.n_threads;
-    cp.type_k = kv_type_from_name(params.type_k);
-    cp.type_v = kv_type_from_name(params.type_v);
-    cp.no_perf = true;
-    // Rolled-back positions must not have evicted the window of a kept token.
-    cp.swa_full = true;
-    apply_kernel_mode(cp, params.exact, params.flash_attn);
-    log_clear_recent();
-    ctx_.reset(llama_init_from_model(target_->get(), cp));
-    if (!ctx_) {
-        throw Error("llama.cpp could not create a context (n_ctx=" + std::to_string(params.n_ctx) + "): " +
-                    log_recent() + ". Try a smaller n_ctx or another KV cache type.");
-    }
+    cs.n_outputs_max_per_seq = cs.n_batch;
+    cs.n_threads = params.n_threads;
+    cs.type_k = kv_type_from_name(params.type_k);
+    cs.type_v = kv_type_from_name(params.type_v);
+    cs.exact = params.exact;
+    cs.flash_attn = params.flash_attn;
+    ctx_ = new_context(target_->get(), cs, "the target",
+                       " (n_ctx=" + std::to_string(params.n_ctx) + "). Try a smaller n_ctx or another KV cache type.");
     if (llama_n_batch(ctx_.get()) < uint32_t(batch_.capacity()))
         throw Error("llama.cpp gave the target a batch of " + std::to_string(llama_n_batch(ctx_.get())) +
                     " tokens, fewer than the " + std::to_string(batch_.capacity()) + " the engine needs; n_ctx=" +
                     std::to_string(n_ctx()) + ", n_batch=" + std::to_string(params.n_batch));
-    set_kernel_mode(ctx_.get(), params.exact, "the target");
     if (params.exact && target_->params().n_gpu_layers != 0 && !target_->params().no_alloc && llama_supports_gpu_offload())
         probe_exact();
     const char * env = std::getenv("PYSPEC_DEVICE_ARGMAX");
     device_argmax_ok_ = target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() &&
                         !(env && std::strcmp(env, "0") == 0);
-}
-
-void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what) {
-    // Per context (patches/0004): a drafter or another LLM in another thread keeps its own mode.
-    if (!llama_set_batch_invariant(ctx, exact) && exact)
-        throw UnsupportedError(what + ": a backend of this context has no exact (batch-invariant) kernels; "
-                               "use kernels='fast' (--kernels fast), which is not lossless, or run on the CPU");
 }
 
 void Engine::probe_exact() {

@@ -157,15 +157,4 @@ private:
     FeatureRequest exported_;
 };
 
-// The context settings that exact (batch-invariant) kernels need; shared by
-// the target's and the draft model's contexts.
-// flash_attn: -1 auto, 0 off, 1 on.
-void apply_kernel_mode(llama_context_params & cp, bool exact, int32_t flash_attn);
-// Switches a context's backends to exact (batch-invariant) or fast kernels;
-// UnsupportedError if exact is asked and a backend has no such mode.
-void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what);
-
-// Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
-ggml_type kv_type_from_name(const std::string & name);
-
 }  // namespace pyspec

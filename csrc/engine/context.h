@@ -1,0 +1,50 @@
+// The one place that fills llama_context_params and creates a llama context:
+// the target's, the draft model's and the feature drafters' contexts differ
+// only in what ContextSpec holds.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/model.h"
+#include "llama.h"
+
+namespace pyspec {
+
+// What differs between the contexts pyspec creates. The rest is the same for
+// all: one sequence, a full-size SWA cache (rolled-back positions must not
+// have evicted the window of a kept token), no perf timers.
+struct ContextSpec {
+    uint32_t n_ctx = 0;
+    uint32_t n_batch = 512;              // also the ubatch: a batch is one forward
+    uint32_t n_outputs_max = 0;          // rows with outputs per ubatch; 0: n_batch
+    uint32_t n_outputs_max_per_seq = 1;  // rows a backend sampler may read (llama.cpp's default)
+    uint32_t n_rs_seq = 0;               // recurrent-state snapshots for rollback
+    int32_t  n_threads = 0;              // 0: hardware threads
+    // Exact (batch-invariant) kernels: a token's logits do not depend on the
+    // batch that computes them. flash_attn: -1 auto (exact: on), 0 off, 1 on.
+    bool     exact = false;
+    int32_t  flash_attn = -1;
+    ggml_type type_k = GGML_TYPE_F16;
+    ggml_type type_v = GGML_TYPE_F16;
+    llama_context_type type = LLAMA_CONTEXT_TYPE_DEFAULT;
+    // a drafter without its own embeddings / LM head uses this context's
+    llama_context * other = nullptr;
+};
+
+llama_context_params context_params(const ContextSpec & s);
+
+// Creates a context on `model` from `s` and switches it to the kernels
+// s.exact asks for. Throws Error with llama.cpp's reason (then `advice`) when
+// llama.cpp refuses, UnsupportedError when exact kernels are asked for and a
+// backend has none. `what` names the context's owner ("the target").
+ContextPtr new_context(llama_model * model, const ContextSpec & s, const std::string & what,
+                       const std::string & advice = "");
+
+// Switches a context's backends to exact (batch-invariant) or fast kernels;
+// UnsupportedError if exact is asked and a backend has no such mode.
+void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what);
+
+// Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
+ggml_type kv_type_from_name(const std::string & name);
+
+}  // namespace pyspec
