@@ -59,25 +59,16 @@ void DraftModelDrafter::sync_cache() {
 }
 
 Draft DraftModelDrafter::draft(int32_t n_max) {
-    Draft d;
-    if (history_.empty() || n_max <= 0) return d;
-    if (history_.size() + size_t(n_max) >= llama_n_ctx(ctx_.get())) return d;  // no room: no draft
+    if (history_.empty() || n_max <= 0) return {};
+    if (history_.size() + size_t(n_max) >= llama_n_ctx(ctx_.get())) return {};  // no room: no draft
     sync_cache();
-    const int32_t n_vocab = model_->n_vocab();
-    const size_t n_history = history_.size();
-    DraftPicker picker(sampling_, history_);
-    llama_token cur = history_.back();
-    for (int32_t i = 0; i < n_max; ++i) {
+    return pick_drafts(sampling_, history_, n_max, p_.p_min, model_->n_vocab(), [&](int32_t, llama_token prev) {
         batch_.clear();
-        batch_.add(cur, llama_pos(cached_.size()), true);
+        batch_.add(prev, llama_pos(cached_.size()), true);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
-        cached_.push_back(cur);
-        const float * logits = llama_get_logits_ith(ctx_.get(), 0);
-        // stop when the drafter's top probability (raw softmax) is below p_min
-        if (p_.p_min > 0.0f && i > 0 && DraftPicker::top_probability(logits, n_vocab) < p_.p_min) break;
-        cur = picker.pick(logits, n_vocab, uint64_t(n_history + size_t(i)), d);  // absolute position
-    }
-    return d;
+        cached_.push_back(prev);
+        return llama_get_logits_ith(ctx_.get(), 0);
+    });
 }
 
 }  // namespace pyspec

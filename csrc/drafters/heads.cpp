@@ -202,26 +202,24 @@ void MtpDrafter::observe(const TargetOutputs & out) {
 }
 
 Draft MtpDrafter::draft(int32_t n_max) {
-    Draft d;
     const int32_t P = n_memory();  // position of the last committed token
     const int32_t r = P - 1 - rows_pos0_;
-    if (n_max <= 0 || rows_pos0_ < 0 || r < 0 || r >= rows_n_) return d;
+    if (n_max <= 0 || rows_pos0_ < 0 || r < 0 || r >= rows_n_) return {};
     const size_t E = size_t(n_embd_);
     std::vector<float> h(rows_.begin() + long(size_t(r) * E), rows_.begin() + long(size_t(r + 1) * E));
     drop_from(P);
-    DraftPicker picker(sampling_, history_);
-    llama_token cur = history_.back();
-    for (int32_t i = 0; i < n_max; ++i) {
-        add_token(cur, P + i, h.data(), E, true);
+    // step i: the head at P + i reads (the token there, h at P + i - 1): the
+    // target's row first, then the head's own from the step before
+    return pick_drafts(sampling_, history_, n_max, p_.p_min, n_vocab(), [&](int32_t i, llama_token prev) {
+        if (i > 0) {
+            const float * hn = llama_get_embeddings_nextn_ith(ctx_.get(), 0);
+            if (!hn) throw Error("mtp: the head produced no hidden state");
+            h.assign(hn, hn + E);
+        }
+        add_token(prev, P + i, h.data(), E, true);
         run(LLAMA_PROCESS_TYPE_DECODE, "mtp draft");
-        const float * logits = llama_get_logits_ith(ctx_.get(), 0);
-        if (p_.p_min > 0.0f && i > 0 && DraftPicker::top_probability(logits, n_vocab()) < p_.p_min) break;
-        cur = picker.pick(logits, n_vocab(), uint64_t(P + i + 1), d);
-        const float * hn = llama_get_embeddings_nextn_ith(ctx_.get(), 0);
-        if (!hn) throw Error("mtp: the head produced no hidden state");
-        h.assign(hn, hn + E);
-    }
-    return d;
+        return llama_get_logits_ith(ctx_.get(), 0);
+    });
 }
 
 // ---- EAGLE-3 ----
@@ -305,27 +303,23 @@ int32_t Eagle3Drafter::flush(int32_t last, bool output) {
 }
 
 Draft Eagle3Drafter::draft(int32_t n_max) {
-    Draft d;
     const int32_t P = n_memory();  // the last committed token's position: pair (token P, g_{P-1}) at P-1
-    if (n_max <= 0 || P < 1 || n_valid_ > P - 1 || g_pos0_ + g_n_ < P) return d;
+    if (n_max <= 0 || P < 1 || n_valid_ > P - 1 || g_pos0_ + g_n_ < P) return {};
     const int32_t idx = flush(P - 1, true);
-    if (idx < 0) return d;
+    if (idx < 0) return {};
     const size_t D = size_t(n_embd_);
-    DraftPicker picker(sampling_, history_);
-    const float * logits = llama_get_logits_ith(ctx_.get(), idx);
     std::vector<float> h;
-    for (int32_t i = 0; i < n_max; ++i) {
-        if (p_.p_min > 0.0f && i > 0 && DraftPicker::top_probability(logits, n_vocab()) < p_.p_min) break;
-        const llama_token t = picker.pick(logits, n_vocab(), uint64_t(P + i + 1), d);
-        if (i + 1 == n_max) break;
-        const float * hn = llama_get_embeddings_nextn_ith(ctx_.get(), i == 0 ? idx : 0);
+    // step 0 reads the pair's logits; step i decodes (draft i - 1, the head's
+    // hidden state of the step before) at P + i - 1
+    return pick_drafts(sampling_, history_, n_max, p_.p_min, n_vocab(), [&](int32_t i, llama_token prev) {
+        if (i == 0) return llama_get_logits_ith(ctx_.get(), idx);
+        const float * hn = llama_get_embeddings_nextn_ith(ctx_.get(), i == 1 ? idx : 0);
         if (!hn) throw Error("eagle3: the head produced no hidden state");
         h.assign(hn, hn + D);
-        add_token(t, P + i, h.data(), D, true);
+        add_token(prev, P + i - 1, h.data(), D, true);
         run(LLAMA_PROCESS_TYPE_DECODE, "eagle3 draft");
-        logits = llama_get_logits_ith(ctx_.get(), 0);
-    }
-    return d;
+        return llama_get_logits_ith(ctx_.get(), 0);
+    });
 }
 
 // ---- DFlash ----
@@ -386,7 +380,6 @@ void DFlashDrafter::observe(const TargetOutputs & out) {
 }
 
 Draft DFlashDrafter::draft(int32_t n_max) {
-    Draft d;
     const int32_t P = n_memory();  // the last committed token's position
     // Always the trained block: [last token, mask x (block_size - 1)] (the
     // block attends to itself, so a shorter one would change every row).
@@ -394,7 +387,7 @@ Draft DFlashDrafter::draft(int32_t n_max) {
     // P + j otherwise.
     const int32_t first = anchor_ ? 0 : 1;
     const int32_t n = std::min(n_max, block_size_ - first);
-    if (n <= 0 || P < 1) return d;
+    if (n <= 0 || P < 1) return {};
     drop_from(P);  // rows of rejected drafts
     make_room(P + block_size_);
     // Plain DFlash runs its LM head (the whole vocabulary) only on the slots
@@ -404,12 +397,8 @@ Draft DFlashDrafter::draft(int32_t n_max) {
         add_token(j == 0 ? history_.back() : mask_, P + j, nullptr, 0,
                   j < first + n && (dspark_ || p_.all_outputs || j >= first));
     run(LLAMA_PROCESS_TYPE_DECODE, "dflash block");
-    DraftPicker picker(sampling_, history_);
-    for (int32_t i = 0; i < n; ++i) {
-        const float * logits = llama_get_logits_ith(ctx_.get(), first + i);
-        if (p_.p_min > 0.0f && i > 0 && DraftPicker::top_probability(logits, n_vocab()) < p_.p_min) break;
-        picker.pick(logits, n_vocab(), uint64_t(P + i + 1), d);
-    }
+    Draft d = pick_drafts(sampling_, history_, n, p_.p_min, n_vocab(),
+                          [&](int32_t i, llama_token) { return llama_get_logits_ith(ctx_.get(), first + i); });
     drop_from(P);  // the block's own rows
     return d;
 }

@@ -1,29 +1,28 @@
-// The one way a drafter turns a logits row into its next draft token: the
-// argmax at temperature 0, else a draw from q (the target's sampler chain
-// applied to the drafter's logits, stream kStreamDraft keyed by the drafted
-// token's position), with q kept for rejection sampling.
+// The one draft loop of the drafters that run a model (draft model, MTP,
+// EAGLE-3, DFlash), and the one way they turn a logits row into a draft
+// token: the argmax at temperature 0, else a draw from q (the target's
+// sampler chain applied to the drafter's logits, stream kStreamDraft keyed by
+// the drafted token's position), with q kept for rejection sampling.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "drafters/drafter.h"
 
 namespace pyspec {
 
-class DraftPicker {
-public:
-    // history: the committed tokens (penalties read their tail).
-    DraftPicker(const SamplingParams & p, const std::vector<llama_token> & history);
-    // Picks the token at absolute position `pos` from `logits`, appends it
-    // (and q when sampling) to `out`, and returns it.
-    llama_token pick(const float * logits, int32_t n_vocab, uint64_t pos, Draft & out);
-    // The largest softmax probability of a row (for p_min cut-offs).
-    static double top_probability(const float * logits, int32_t n_vocab);
+// The drafter's logits row for draft step i, the token at position
+// history.size() + i ([n_vocab], valid until the next call). `prev` is the
+// token before it: the last committed token for i = 0, then the token drafted
+// at step i - 1.
+using DraftLogits = std::function<const float *(int32_t i, llama_token prev)>;
 
-private:
-    SamplingParams p_;
-    std::vector<llama_token> context_;  // penalty window: history tail + drafted tokens
-    std::vector<float> scratch_;
-};
+// Drafts up to n_max tokens: step i asks `logits_at` for its row, stops
+// before picking when the row's top probability (raw softmax) is below p_min
+// (never at step 0), and picks from the row. `history`: the committed tokens
+// (penalties read their tail); `p`: the target's sampling settings.
+Draft pick_drafts(const SamplingParams & p, const std::vector<llama_token> & history, int32_t n_max, float p_min,
+                  int32_t n_vocab, const DraftLogits & logits_at);
 
 }  // namespace pyspec
