@@ -3,7 +3,9 @@
 
 #include "bindings/bindings.h"
 #include "drafters/draft_model.h"
-#include "drafters/heads.h"
+#include "drafters/dflash.h"
+#include "drafters/eagle3.h"
+#include "drafters/mtp.h"
 #include "drafters/ngram.h"
 #include "engine/error.h"
 

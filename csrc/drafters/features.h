@@ -1,6 +1,7 @@
-// Drafters that read the target's hidden states: MTP heads built into the
-// target, EAGLE-3 heads and DFlash block-diffusion drafters, run through the
-// graphs of the pinned llama.cpp (a second llama_context each).
+// What the drafters that read the target's hidden states share (mtp.h,
+// eagle3.h, dflash.h): their context, batch and memory plumbing, the gathering
+// of target layer features, and the check that a head fits its target. Each
+// runs through the graphs of the pinned llama.cpp (a second llama_context).
 //
 // The engine has the target export what features() asks for during their
 // generations and shows them every target forward (observe: prompt chunks
@@ -88,30 +89,6 @@ protected:
     std::vector<llama_token> history_;  // committed tokens (prompt + emitted)
 };
 
-// MTP: the target's own next-token-prediction layers (GGUF key
-// <arch>.nextn_predict_layers > 0; the target Model must be loaded with
-// load_mtp). The head at position p reads (token p, target hidden state at
-// p-1) and predicts token p+1; drafting chains it on its own hidden state.
-// Targets with several nextn blocks draft with the first one.
-class MtpDrafter final : public FeatureDrafter {
-public:
-    MtpDrafter(std::shared_ptr<Engine> target, const HeadParams & p);
-    std::string name() const override { return "mtp"; }
-    void  observe(const TargetOutputs & out) override;
-    Draft draft(int32_t n_max) override;
-    FeatureRequest features() const override { return {true, {}}; }
-
-private:
-    // the rows of one target forward (at most a batch) and one more
-    size_t buffer_bytes() const override { return (batch_rows() + 1) * size_t(n_embd_) * sizeof(float); }
-    size_t buffer_bytes_used() const override { return (rows_.capacity() + prev_.capacity()) * sizeof(float); }
-    int32_t n_embd_ = 0;
-    std::vector<float> rows_;  // target hidden states of the last observed forward
-    int32_t rows_pos0_ = -1;
-    int32_t rows_n_ = 0;
-    std::vector<float> prev_;  // scratch: the row before a forward
-};
-
 // The inputs of the target layers a drafter reads (its GGUF's
 // <arch>.target_layers), fused per row as [f_id0 | f_id1 | ...].
 class FusedFeatures {
@@ -131,71 +108,13 @@ private:
     std::vector<float> buf_;
 };
 
-// EAGLE-3: a one-layer head (GGUF architecture eagle3) over three target
-// layers' features, fused by its encoder; at position p its decoder reads
-// (token p+1, fused feature of p) and drafts autoregressively on its own
-// pre-norm hidden state.
-class Eagle3Drafter final : public FeatureDrafter {
-public:
-    Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Model> head, const HeadParams & p);
-    std::string name() const override { return "eagle3"; }
-    FeatureRequest features() const override { return {false, feats_->layer_ids()}; }
-    void  begin(const std::vector<llama_token> & prompt) override;
-    void  observe(const TargetOutputs & out) override;
-    Draft draft(int32_t n_max) override;
-
-private:
-    // one forward's fused features, and encoder rows not yet decoded: at
-    // most a prompt chunk, or the rows of a verify batch plus its successor
-    size_t buffer_bytes() const override {
-        return feats_->bytes(batch_rows()) + batch_rows() * 2 * size_t(n_embd_) * sizeof(float);
-    }
-    size_t buffer_bytes_used() const override { return g_.capacity() * sizeof(float) + feats_->bytes_used(); }
-    // decodes the pairs (history_[p+1], g_p) for p in [n_valid_, last], the
-    // last one with logits when `output`
-    int32_t flush(int32_t last, bool output);
-    std::shared_ptr<Model> head_;
-    std::unique_ptr<FusedFeatures> feats_;
-    int32_t n_embd_ = 0;
-    std::vector<float> g_;     // encoder outputs for positions g_pos0_ .. g_pos0_ + g_n_ - 1
-    int32_t g_pos0_ = 0, g_n_ = 0;
-    int32_t n_valid_ = 0;      // the drafter memory's pairs at positions < n_valid_ are committed
-};
-
-// DFlash: a block-diffusion drafter (GGUF architecture dflash; DSpark, its
-// variant with a Markov head, too). The fused features of chosen target
-// layers are written into its KV cache for every target position; one
-// forward of [last token, mask x (block_size - 1)] proposes a block.
-class DFlashDrafter final : public FeatureDrafter {
-public:
-    DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Model> drafter, const HeadParams & p);
-    std::string name() const override { return "dflash"; }
-    FeatureRequest features() const override { return {false, feats_->layer_ids()}; }
-    void  observe(const TargetOutputs & out) override;
-    Draft draft(int32_t n_max) override;
-    int32_t block_size() const { return block_size_; }
-    uint32_t window() const { return window_; }
-
-private:
-    // one forward's fused features; the window itself lives in the KV cache
-    size_t buffer_bytes() const override {
-        return feats_->bytes(batch_rows());
-    }
-    size_t buffer_bytes_used() const override { return feats_->bytes_used(); }
-    void make_room(llama_pos end);  // keeps the features of positions >= end - window_
-    std::shared_ptr<Model> drafter_;
-    std::unique_ptr<FusedFeatures> feats_;
-    int32_t block_size_ = 16;
-    llama_token mask_ = LLAMA_TOKEN_NULL;
-    bool dspark_ = false;      // a DSpark drafter (Markov head)
-    bool anchor_ = false;      // DSpark drafting from the anchor slot
-    uint32_t window_ = 0;
-    llama_pos kept_from_ = 0;  // oldest position still in the drafter memory
-};
-
 // Checks that `draft` (an eagle3 or dflash GGUF) was built for `target`:
 // hidden size, target layer ids, vocabulary. Throws DraftMismatchError or
 // VocabMismatchError.
 void check_head_compatible(const Model & target, const Model & draft);
+
+// A drafter GGUF's metadata value, or `fallback` when the key is absent.
+int32_t meta_int(const Model & m, const std::string & key, int32_t fallback);
+bool meta_bool(const Model & m, const std::string & key, bool fallback);
 
 }  // namespace pyspec
