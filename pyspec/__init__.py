@@ -21,14 +21,16 @@ except ImportError as _e:  # the source tree without the compiled engine
 from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, default_threads, memory_report, model_info
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
                      InvalidParameterError, ModelFileNotFoundError, ModelLoadError, PyspecError,
-                     UnsupportedError, VocabMismatchError)
+                     UnknownOptionError, UnsupportedError, VocabMismatchError)
 from .models import default_model_path
+from .options import GenerationOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "default_model_path",
+    "LLM", "GenerationOptions", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "default_model_path",
     "default_threads",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
-    "ContextOverflowError", "InvalidParameterError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
+    "ContextOverflowError", "InvalidParameterError", "UnknownOptionError", "DecodeError", "UnsupportedError",
+    "GenerationInterrupted",
 ]

@@ -193,9 +193,26 @@ class Engine:
         """
         One synchronized forward pass with logits for every token, kept in the context (timing).
         """
-    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n_predict: typing.SupportsInt | typing.SupportsIndex = 128, temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, draft_n_max: typing.SupportsInt | typing.SupportsIndex = 16, draft_n_min: typing.SupportsInt | typing.SupportsIndex = 0, ignore_eos: bool = False, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, spec_sampling: str = 'rejection') -> dict:
+    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, **kwargs) -> dict:
         """
-        Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}. spec_sampling: 'rejection' (rejection sampling, the output follows the target's distribution) or 'equal' (accept-if-equal, the output equals plain sampling for the same seed).
+        Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.
+        
+        Arguments:
+          prompt: token ids.
+          options: a pyspec.GenerationOptions (None: its defaults); the engine reads its
+            sampling, draft-length and stop fields (spec_type, ngram_*, add_special and
+            parse_special are LLM's: which drafter, how text is tokenized). seed None is 0.
+          drafter: a pyspec._core drafter (None: plain decoding).
+          on_step: called with (tokens, n_from_draft) after every step; False stops.
+          **changes: GenerationOptions fields over `options`; n_predict is max_tokens.
+        
+        Example:
+          >>> engine.generate(tokens, pyspec.GenerationOptions(max_tokens=32), drafter=d)
+          >>> engine.generate(tokens, n_predict=32, draft_n_max=4, ignore_eos=True, drafter=d)
+        """
+    def interrupt(self) -> None:
+        """
+        Asks the running generate() (in another thread) to stop at its next step or prompt chunk: it returns with finish_reason 'interrupted', or raises GenerationInterrupted while still in the prompt. Each generate() drops an earlier request.
         """
     def memory(self) -> dict:
         """

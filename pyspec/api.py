@@ -10,7 +10,6 @@ Everything heavy runs in the C++ engine (pyspec._core) with the GIL released.
 from __future__ import annotations
 
 import codecs
-import inspect
 import os
 import queue
 import random
@@ -22,14 +21,12 @@ from . import _core
 from ._gguf import check_gguf
 from .errors import InvalidParameterError
 from .models import default_model_path
+from .options import SPEC_TYPES, GenerationOptions, with_option_keywords
 from .threads import default_threads
 
-SPEC_TYPES = ("auto", "none", "ngram", "draft", "mtp", "eagle3", "dflash")
 # drafters that a draft file's GGUF architecture selects; any other architecture is a draft model
 HEAD_ARCHS = ("eagle3", "dflash")
-SPEC_SAMPLING = ("rejection", "equal")
 KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
-DRAFT_N_MAX_LIMIT = 64
 
 Prompt = Union[str, Sequence[int]]
 
@@ -244,12 +241,10 @@ class LLM:
         """What spec_type="auto" (the default) resolves to."""
         return next(iter(self._drafters), "none")
 
-    def _drafter(self, spec_type: Optional[str], ngram_n: int, ngram_n_min: int):
-        if spec_type is None or spec_type == "auto":
+    def _drafter(self, spec_type: str, ngram_n: int, ngram_n_min: Optional[int]):
+        """(the spec_type that runs, its drafter or None); spec_type is a checked option."""
+        if spec_type == "auto":
             spec_type = self.auto_spec_type()
-        if spec_type not in SPEC_TYPES:
-            raise InvalidParameterError(
-                f"unknown spec_type {spec_type!r}; expected one of {', '.join(SPEC_TYPES)}")
         if spec_type == "none":
             return spec_type, None
         if spec_type == "ngram":
@@ -275,65 +270,32 @@ class LLM:
             raise InvalidParameterError(f"token id {bad[0]} is outside the vocabulary [0, {self.n_vocab})")
         return toks
 
-    def _run(self, prompt: Prompt, on_step, *, max_tokens: int, temperature: float, top_k: int,
-             top_p: float, min_p: float, seed: Optional[int], spec_type: Optional[str], draft_n_max: int,
-             draft_n_min: int, ngram_n: int, ngram_n_min: int, ignore_eos: bool, add_special: bool,
-             parse_special: bool, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-             presence_penalty: float = 0.0, penalty_last_n: int = 64, spec_sampling: str = "rejection"):
-        _check_sampling(spec_sampling, penalty_last_n)
-        if not 0 <= draft_n_max <= DRAFT_N_MAX_LIMIT:
-            raise InvalidParameterError(
-                f"draft_n_max (draft length) must be in [0, {DRAFT_N_MAX_LIMIT}], got {draft_n_max}")
-        if not 0 <= draft_n_min <= draft_n_max:
-            raise InvalidParameterError(f"draft_n_min must be in [0, draft_n_max={draft_n_max}], got {draft_n_min}")
-        if max_tokens < 0:
-            raise InvalidParameterError(f"max_tokens must be >= 0, got {max_tokens}")
-        spec_type, drafter = self._drafter(spec_type, ngram_n, ngram_n_min)
-        toks = self._prompt_tokens(prompt, add_special, parse_special)
-        if seed is None:
-            seed = random.getrandbits(63)
-        with self._lock:
-            r = self._engine.generate(toks, n_predict=max_tokens, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, min_p=min_p, seed=seed, draft_n_max=draft_n_max,
-                                      draft_n_min=draft_n_min, ignore_eos=ignore_eos, drafter=drafter,
-                                      on_step=on_step, repeat_penalty=repeat_penalty,
-                                      frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                                      penalty_last_n=penalty_last_n, spec_sampling=spec_sampling)
-        return Generation(text=self.detokenize(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
-                          finish_reason=r["finish_reason"], spec_type=spec_type, seed=seed)
+    def _prepare(self, prompt: Prompt, opts: GenerationOptions):
+        """What a generation runs with: (prompt tokens, options with a concrete seed, spec_type,
+        drafter). Raises for a wrong prompt or a spec_type this LLM lacks, before anything runs."""
+        spec_type, drafter = self._drafter(opts.spec_type, opts.ngram_n, opts.ngram_n_min)
+        toks = self._prompt_tokens(prompt, opts.add_special, opts.parse_special)
+        if opts.seed is None:
+            opts = opts.replace(seed=random.getrandbits(63))
+        return toks, opts, spec_type, drafter
 
-    def generate(self, prompt: Prompt, *, max_tokens: int = 128, temperature: float = 0.0, top_k: int = 40,
-                 top_p: float = 0.95, min_p: float = 0.05, seed: Optional[int] = None,
-                 spec_type: Optional[str] = None, draft_n_max: int = 16, draft_n_min: int = 0,
-                 ngram_n: int = 3, ngram_n_min: Optional[int] = None, ignore_eos: bool = False,
-                 add_special: bool = True, parse_special: bool = False, repeat_penalty: float = 1.0,
-                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0, penalty_last_n: int = 64,
-                 spec_sampling: str = "rejection") -> Generation:
+    def _run(self, prepared, on_step=None) -> Generation:
+        toks, opts, spec_type, drafter = prepared
+        with self._lock:
+            r = self._engine.generate(toks, opts, drafter=drafter, on_step=on_step)
+        return Generation(text=self.detokenize(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
+                          finish_reason=r["finish_reason"], spec_type=spec_type, seed=opts.seed)
+
+    @with_option_keywords
+    def generate(self, prompt: Prompt, options: Optional[GenerationOptions] = None, /, **kwargs) -> Generation:
         """Generates a continuation of `prompt` (text or token ids).
 
         Arguments:
-          max_tokens: tokens to generate at most.
-          temperature: 0 is greedy; above 0 samples after top_k / top_p / min_p.
-          repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n:
-            llama.cpp's penalties over the last penalty_last_n tokens (prompt
-            included; 0: off, -1: the whole context); 1.0 / 0.0 / 0.0 are off.
-          seed: the sampling seed (None: random; the one used is in the result).
-          spec_type: "none", "ngram", "draft", "mtp", "eagle3", "dflash" or
-            "auto" (= None, the default: the draft file's kind when one is
-            loaded, else "mtp" when the target has MTP layers, else "none";
-            see LLM.spec_types).
-          draft_n_max, draft_n_min: longest draft per step (0..64); shorter drafts
-            than draft_n_min are not verified.
-          ngram_n, ngram_n_min: the n-gram drafter looks up the last ngram_n tokens,
-            then shorter suffixes down to ngram_n_min (None: ngram_n, no fallback).
-          ignore_eos: keep generating past end-of-generation tokens.
-          spec_sampling: how drafts are verified when temperature > 0:
-            "rejection" (default): rejection sampling; the drafter samples from
-            its own distribution q and a draft is accepted with probability
-            min(1, p/q). The tokens follow the target's distribution exactly.
-            "equal": accept-if-equal; a draft is kept when it equals the
-            target's own sample, so the tokens equal spec_type="none" for the
-            same seed.
+          options: a pyspec.GenerationOptions (None: the defaults).
+          **kwargs: GenerationOptions fields (max_tokens, temperature, seed,
+            spec_type, draft_n_max, ...), over `options`; see GenerationOptions
+            for each one and its default. An unknown name raises
+            UnknownOptionError, a wrong value InvalidParameterError.
 
         With kernels="exact": greedy output (temperature 0) is identical to
         spec_type="none", whatever the drafter. Sampled output is reproducible
@@ -341,30 +303,37 @@ class LLM:
         is identical to spec_type="none" for the same seed with
         spec_sampling="equal", or with a drafter without a distribution (ngram),
         and otherwise has the same distribution.
-        """
-        return self._run(prompt, None, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         min_p=min_p, seed=seed, spec_type=spec_type, draft_n_max=draft_n_max,
-                         draft_n_min=draft_n_min, ngram_n=ngram_n, ngram_n_min=ngram_n_min,
-                         ignore_eos=ignore_eos, add_special=add_special, parse_special=parse_special,
-                         repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                         presence_penalty=presence_penalty, penalty_last_n=penalty_last_n,
-                         spec_sampling=spec_sampling)
 
-    def stream(self, prompt: Prompt, **kwargs) -> Iterator[Chunk]:
+        Example:
+          >>> llm.generate("def fib(n):", max_tokens=64, spec_type="ngram").text
+          >>> opts = pyspec.GenerationOptions(temperature=0.8, seed=1)
+          >>> llm.generate("Once upon a time", opts, max_tokens=32)
+        """
+        return self._run(self._prepare(prompt, GenerationOptions.build(options, "generate()", **kwargs)))
+
+    @with_option_keywords
+    def stream(self, prompt: Prompt, options: Optional[GenerationOptions] = None, /, **kwargs) -> Iterator[Chunk]:
         """Like generate(), but yields a Chunk per engine step as tokens are accepted.
 
-        Closing the iterator (break, Ctrl-C) stops the generation cleanly. The
-        finished Generation is available as the iterator's `.result` once it ends.
+        Closing the iterator (close(), break, Ctrl-C) stops the generation at
+        its next prompt chunk or step. The finished Generation is available as
+        the iterator's `.result` once it ends.
         """
-        return _Stream(self, prompt, kwargs)
+        return _Stream(self, self._prepare(prompt, GenerationOptions.build(options, "stream()", **kwargs)))
 
-    def chat(self, messages: Sequence[dict], **kwargs) -> Generation:
-        """Generates the assistant's reply to `messages` using the GGUF's chat template."""
-        return self.generate(self.apply_chat_template(messages), parse_special=True, **kwargs)
+    @with_option_keywords
+    def chat(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None, /, **kwargs) -> Generation:
+        """Generates the assistant's reply to `messages` using the GGUF's chat template
+        (special tokens in it parsed, unless parse_special=False is given)."""
+        opts = GenerationOptions.build(options, "chat()", **{"parse_special": True, **kwargs})
+        return self.generate(self.apply_chat_template(messages), opts)
 
-    def chat_stream(self, messages: Sequence[dict], **kwargs) -> Iterator[Chunk]:
+    @with_option_keywords
+    def chat_stream(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None, /,
+                    **kwargs) -> Iterator[Chunk]:
         """stream() for a chat."""
-        return self.stream(self.apply_chat_template(messages), parse_special=True, **kwargs)
+        opts = GenerationOptions.build(options, "chat_stream()", **{"parse_special": True, **kwargs})
+        return self.stream(self.apply_chat_template(messages), opts)
 
     def info(self) -> dict:
         """Model metadata (architecture, parameters, vocabulary, ...) and supported speculation methods."""
@@ -376,14 +345,7 @@ class _Stream:
 
     _DONE = object()
 
-    def __init__(self, llm: LLM, prompt: Prompt, kwargs: dict):
-        # generate()'s keyword arguments and defaults, so the two never drift apart
-        sig = {name: p.default for name, p in inspect.signature(LLM.generate).parameters.items()
-               if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        unknown = set(kwargs) - set(sig)
-        if unknown:
-            raise TypeError(f"stream() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-        sig.update(kwargs)
+    def __init__(self, llm: LLM, prepared):
         self.result: Optional[Generation] = None
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -396,14 +358,11 @@ class _Stream:
 
         def work():
             try:
-                self.result = llm._run(prompt, on_step, **sig)
+                self.result = llm._run(prepared, on_step)
                 self._q.put(self._DONE)
             except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
                 self._q.put(e)
 
-        # validate arguments synchronously so that errors surface at the call
-        llm._drafter(sig["spec_type"], sig["ngram_n"], sig["ngram_n_min"])
-        _check_sampling(sig["spec_sampling"], sig["penalty_last_n"])
         self._thread = threading.Thread(target=work, daemon=True)
         self._thread.start()
 
@@ -436,15 +395,6 @@ class _Stream:
     def __del__(self):
         if getattr(self, "_thread", None) is not None and self._thread.is_alive():
             self._stop.set()
-
-
-def _check_sampling(spec_sampling: str, penalty_last_n: int) -> None:
-    if spec_sampling not in SPEC_SAMPLING:
-        raise InvalidParameterError(
-            f"spec_sampling must be one of {', '.join(SPEC_SAMPLING)}; got {spec_sampling!r}")
-    if not isinstance(penalty_last_n, int) or penalty_last_n < -1:
-        raise InvalidParameterError(
-            f"penalty_last_n must be an integer >= -1 (0 = off, -1 = the whole context), got {penalty_last_n!r}")
 
 
 def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: int, n_batch: int,
@@ -485,6 +435,7 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
     if load_mtp:
         drafters["mtp"] = _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn)
     return model, engine, dmodel, drafters
+
 
 
 def _memory_dict(model, engine, spec_type: str, drafter, draft_model, n_ctx: int) -> dict:

@@ -17,7 +17,8 @@ Used from Python (the prompts are in pyspec/prompts.py, the report writers in
 pyspec/bench_report.py):
 
     >>> from pyspec import bench, bench_report, prompts
-    >>> doc = bench.run(bench.BenchConfig(methods=["none", "ngram"]), prompts.builtin_prompts("code-edit"))
+    >>> cfg = bench.BenchConfig(methods=["none", "ngram"], options=pyspec.GenerationOptions(max_tokens=64))
+    >>> doc = bench.run(cfg, prompts.builtin_prompts("code-edit"))
     >>> print(bench_report.format_table(doc))
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -36,9 +38,10 @@ from typing import Optional
 
 from .bench_report import ANCHOR_PREFIX, format_table, label, require_matplotlib, write_json, write_png
 from .errors import InvalidParameterError
+from .options import GenerationOptions
 from .prompts import PROMPT_SET_NAMES, builtin_prompts, load_prompts_file
 
-SCHEMA = "pyspec-bench/1"
+SCHEMA = "pyspec-bench/2"  # 2: the generation settings under settings["options"]
 METHODS = ("none", "ngram", "draft")
 ANCHORS = ("llama.cpp",)
 
@@ -50,23 +53,18 @@ class BenchConfig:
     model: Optional[str] = None  # None: the default model
     draft_model: Optional[str] = None
     methods: list = field(default_factory=lambda: ["none", "ngram"])  # "none" is always the baseline
-    n_predict: int = 128
     threads: Optional[int] = None
     ctx: int = 4096
     n_gpu_layers: int = 0
-    draft_n_max: int = 16
-    draft_n_min: int = 0
-    ngram_n: int = 3
     reps: int = 3
     warmup: int = 1
-    temp: float = 0.0
-    seed: int = 0
     kernels: str = "exact"
-    ignore_eos: bool = True
     anchor: Optional[str] = None
     progress: bool = True
     prompts: str = "all"  # what the prompts are, for the record
-    gen: dict = field(default_factory=dict)  # further generate() keywords (top_k, spec_sampling, ...)
+    # How every run generates; spec_type is set per method. seed None: one random seed for all
+    # runs (validate() draws it); end-of-generation tokens are ignored, so each run makes max_tokens.
+    options: GenerationOptions = field(default_factory=lambda: GenerationOptions(seed=0, ignore_eos=True))
 
     def validate(self, spec_types: Optional[list] = None) -> None:
         """spec_types: what a loaded LLM can run (LLM.spec_types); None: what run() can load."""
@@ -80,12 +78,18 @@ class BenchConfig:
         if spec_types is None and "draft" in methods and not self.draft_model:
             raise InvalidParameterError("--spec-type draft needs a draft model: -md small.gguf")
         self.methods = methods
+        if not isinstance(self.options, GenerationOptions):
+            raise InvalidParameterError(f"BenchConfig.options must be a pyspec.GenerationOptions, got "
+                                        f"{type(self.options).__name__}")
+        if self.options.seed is None:
+            self.options = self.options.replace(seed=random.getrandbits(63))
         if self.reps < 1:
             raise InvalidParameterError(f"--reps must be >= 1, got {self.reps}")
         if self.warmup < 0:
             raise InvalidParameterError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.n_predict < 2:
-            raise InvalidParameterError(f"-n must be >= 2 (the first token is not timed), got {self.n_predict}")
+        if self.options.max_tokens < 2:
+            raise InvalidParameterError(f"-n (max_tokens) must be >= 2 (the first token is not timed), "
+                                        f"got {self.options.max_tokens}")
         if self.anchor is not None and self.anchor not in ANCHORS:
             raise InvalidParameterError(f"unknown anchor {self.anchor!r}; expected one of {', '.join(ANCHORS)}")
 
@@ -132,10 +136,7 @@ class _Progress:
 
 def _pyspec_run(llm, tokens: list, method: str, cfg: BenchConfig) -> dict:
     t0 = time.perf_counter()
-    g = llm.generate(tokens, **{**cfg.gen, "max_tokens": cfg.n_predict, "temperature": cfg.temp, "seed": cfg.seed,
-                                "spec_type": method, "draft_n_max": cfg.draft_n_max,
-                                "draft_n_min": cfg.draft_n_min, "ngram_n": cfg.ngram_n,
-                                "ignore_eos": cfg.ignore_eos})
+    g = llm.generate(tokens, cfg.options, spec_type=method)
     wall = time.perf_counter() - t0
     s = g.stats
     return {
@@ -152,16 +153,17 @@ def _pyspec_run(llm, tokens: list, method: str, cfg: BenchConfig) -> dict:
 
 def _anchor_run(tools: dict, method: str, cfg: BenchConfig, model: str, prompt_file: Path, threads: int) -> dict:
     from . import anchors
-    kw = dict(temp=cfg.temp, seed=cfg.seed, ctx=cfg.ctx, ignore_eos=cfg.ignore_eos)
+    o = cfg.options
+    kw = dict(temp=o.temperature, seed=o.seed, ctx=cfg.ctx, ignore_eos=o.ignore_eos)
     t0 = time.perf_counter()
     if method == "none":
-        r = anchors.completion(tools, model, prompt_file, cfg.n_predict, threads, **kw)
+        r = anchors.completion(tools, model, prompt_file, o.max_tokens, threads, **kw)
     elif method == "ngram":
-        r = anchors.speculative_ngram(tools, model, prompt_file, cfg.n_predict, threads, n_max=cfg.draft_n_max,
-                                      size_n=cfg.ngram_n, **kw)
+        r = anchors.speculative_ngram(tools, model, prompt_file, o.max_tokens, threads, n_max=o.draft_n_max,
+                                      size_n=o.ngram_n, **kw)
     else:
-        r = anchors.speculative_draft(tools, model, cfg.draft_model, prompt_file, cfg.n_predict, threads,
-                                      n_max=cfg.draft_n_max, n_min=cfg.draft_n_min, **kw)
+        r = anchors.speculative_draft(tools, model, cfg.draft_model, prompt_file, o.max_tokens, threads,
+                                      n_max=o.draft_n_max, n_min=o.draft_n_min, **kw)
     r.update(engine="llama.cpp", timed_n=r["predicted_n"], timed_ms=r["predicted_ms"],
              tok_s=r["predicted_per_second"], wall_ms=1e3 * (time.perf_counter() - t0))
     return r
@@ -329,7 +331,7 @@ def measure(llm, cfg: BenchConfig, prompts: list, tools: Optional[dict] = None) 
     elapsed = time.perf_counter() - t_start
 
     # ---- per prompt and overall
-    token_exact_expected = cfg.temp <= 0
+    token_exact_expected = cfg.options.temperature <= 0
     results, all_equal = {}, True
     for p in ps:
         row = {}
@@ -466,13 +468,13 @@ def cmd_bench(args) -> int:
     methods = ["none"] + [m for group in (args.spec_type or []) for m in group]
     if args.spec_type is None:
         methods += ["ngram"] + (["draft"] if args.draft_model else [])
-    cfg = BenchConfig(model=args.model, draft_model=args.draft_model, methods=methods, n_predict=args.n_predict,
-                      threads=args.threads, ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers,
-                      draft_n_max=args.draft_n_max,
-                      draft_n_min=args.draft_n_min, ngram_n=args.ngram_n, reps=args.reps, warmup=args.warmup,
-                      temp=args.temp, seed=args.seed, kernels=args.kernels, ignore_eos=not args.stop_at_eos,
-                      anchor=args.anchor, progress=not args.no_progress,
-                      prompts=f"file:{args.prompts_file}" if args.prompts_file else args.prompts)
+    options = GenerationOptions(max_tokens=args.n_predict, draft_n_max=args.draft_n_max,
+                                draft_n_min=args.draft_n_min, ngram_n=args.ngram_n, temperature=args.temp,
+                                seed=args.seed, ignore_eos=not args.stop_at_eos)
+    cfg = BenchConfig(model=args.model, draft_model=args.draft_model, methods=methods, threads=args.threads,
+                      ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, reps=args.reps, warmup=args.warmup,
+                      kernels=args.kernels, anchor=args.anchor, progress=not args.no_progress,
+                      prompts=f"file:{args.prompts_file}" if args.prompts_file else args.prompts, options=options)
     cfg.validate()
     if args.png:
         require_matplotlib()  # before minutes of measuring

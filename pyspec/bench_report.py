@@ -52,11 +52,12 @@ def _fmt_x(v) -> str:
 
 def format_table(doc: dict) -> str:
     s = doc["settings"]
+    o = s["options"]
     keys = [k for k in doc["methods"] if not k.startswith(ANCHOR_PREFIX)]
     exact_expected = doc["token_exact_expected"]
     head = (f"model {Path(s['model']).name}" + (f", draft {Path(s['draft_model']).name}" if s.get("draft_model") else "")
-            + f"; {s['n_predict']} tokens, temp {s['temp']}, {s['threads']} threads, kernels {s['kernels']}, "
-              f"draft length {s['draft_n_max']}, {s['reps']} reps (+{s['warmup']} warm-up), interleaved")
+            + f"; {o['max_tokens']} tokens, temp {o['temperature']}, {s['threads']} threads, kernels {s['kernels']}, "
+              f"draft length {o['draft_n_max']}, {s['reps']} reps (+{s['warmup']} warm-up), interleaved")
     rows = []
     for name, row in list(doc["results"].items()) + [("overall", doc["overall"])]:
         for k in keys:
@@ -118,8 +119,8 @@ def write_png(doc: dict, path) -> Path:
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("generated tokens/s")
-    s = doc["settings"]
-    ax.set_title(f"{Path(s['model']).name}: {s['n_predict']} tokens, {s['threads']} threads, temp {s['temp']}",
+    s, o = doc["settings"], doc["settings"]["options"]
+    ax.set_title(f"{Path(s['model']).name}: {o['max_tokens']} tokens, {s['threads']} threads, temp {o['temperature']}",
                  fontsize=9)
     ax.legend(fontsize=7, ncol=2 if len(keys) > 3 else 1)
     ax.grid(axis="y", alpha=0.3)

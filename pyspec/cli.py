@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -94,13 +93,16 @@ def _load(args):
                chat_template=getattr(args, "chat_template", None), verbose=args.verbose)
 
 
-def _gen_kwargs(args) -> dict:
-    return dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
-                min_p=args.min_p, seed=args.seed, spec_type=args.spec_type, draft_n_max=args.draft_n_max,
-                draft_n_min=args.draft_n_min, ngram_n=args.ngram_n, ngram_n_min=args.ngram_n_min,
-                ignore_eos=args.ignore_eos, repeat_penalty=args.repeat_penalty, penalty_last_n=args.repeat_last_n,
-                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                spec_sampling=args.spec_sampling)
+def _gen_options(args):
+    """The generation flags as a GenerationOptions (checked there: a wrong value is an error)."""
+    from .options import GenerationOptions
+    return GenerationOptions(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+                             min_p=args.min_p, seed=args.seed, spec_type=args.spec_type,
+                             draft_n_max=args.draft_n_max, draft_n_min=args.draft_n_min, ngram_n=args.ngram_n,
+                             ngram_n_min=args.ngram_n_min, ignore_eos=args.ignore_eos,
+                             repeat_penalty=args.repeat_penalty, penalty_last_n=args.repeat_last_n,
+                             presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                             spec_sampling=args.spec_sampling, parse_special=args.chat)
 
 
 def _prompt(args) -> str:
@@ -149,20 +151,22 @@ def generation_json(gen) -> dict:
 
 
 def cmd_generate(args) -> int:
+    opts = _gen_options(args)  # before loading: a wrong flag fails at once
     llm = _load(args)
     prompt = _prompt(args)
-    kw = _gen_kwargs(args)
     if args.chat:
         prompt = llm.apply_chat_template([{"role": "user", "content": prompt}])
-        kw["parse_special"] = True
     if args.json:
-        gen = llm.generate(prompt, **kw)
+        gen = llm.generate(prompt, opts)
         print(json.dumps(generation_json(gen)))
         return 0
-    stream = llm.stream(prompt, **kw)
-    for chunk in stream:
-        sys.stdout.write(chunk.text)
-        sys.stdout.flush()
+    stream = llm.stream(prompt, opts)
+    try:
+        for chunk in stream:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+    finally:
+        stream.close()  # Ctrl-C: the engine stops at its next prompt chunk or step
     print()
     print(summary_line(stream.result))
     return 0
@@ -203,21 +207,17 @@ def cmd_demo(args) -> int:
     """The main job: the default model, plain vs speculative decoding side by side, measured
     as `pyspec bench` measures (a warm-up round, then interleaved runs on the same tokens)."""
     from .bench import BenchConfig, measure
+    opts = _gen_options(args)
     llm = _load(args)
     prompt = _prompt(args) if (args.prompt or args.file) else DEMO_PROMPT
     if args.chat:
         prompt = llm.apply_chat_template([{"role": "user", "content": prompt}])
     auto = llm.auto_spec_type()
     spec_type = args.spec_type if args.spec_type not in (None, "none", "auto") else (auto if auto != "none" else "ngram")
-    kw = _gen_kwargs(args)
-    gen = {k: kw[k] for k in ("top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
-                              "penalty_last_n", "spec_sampling", "ngram_n_min")}
     cfg = BenchConfig(model=llm.model_path, draft_model=llm.draft_model_path, methods=["none", spec_type],
-                      n_predict=args.n_predict, threads=llm.n_threads, ctx=args.ctx_size,
-                      n_gpu_layers=args.n_gpu_layers, draft_n_max=args.draft_n_max, draft_n_min=args.draft_n_min,
-                      ngram_n=args.ngram_n, reps=args.reps, warmup=args.warmup, temp=args.temp,
-                      seed=args.seed if args.seed is not None else random.getrandbits(63), kernels=args.kernels,
-                      ignore_eos=args.ignore_eos, progress=False, prompts="demo", gen=gen)
+                      threads=llm.n_threads, ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, reps=args.reps,
+                      warmup=args.warmup, kernels=args.kernels, progress=False, prompts="demo",
+                      options=opts)  # seed None: one random seed for both runs (BenchConfig.validate)
     doc = measure(llm, cfg, [{"name": "demo", "prompt": prompt}])
     base, spec = doc["overall"]["none"], doc["overall"][spec_type]
     first = next(r for r in doc["runs"] if r["method"] == spec_type)

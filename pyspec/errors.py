@@ -31,6 +31,11 @@ class InvalidParameterError(PyspecError, ValueError):
     """A parameter is out of range or inconsistent with another."""
 
 
+class UnknownOptionError(InvalidParameterError, TypeError):
+    """A keyword that is not a generation option (a GenerationOptions field); also a
+    TypeError, as an unexpected keyword argument is in Python."""
+
+
 class DecodeError(PyspecError):
     """llama.cpp failed while evaluating a batch."""
 
@@ -47,5 +52,5 @@ class GenerationInterrupted(PyspecError):
 
 __all__ = [
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError",
-    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
+    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "UnknownOptionError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
 ]

@@ -40,7 +40,8 @@ def test_bench_cli_table_json_png(tiny_target, tiny_draft, tmp_path):
     datetime.fromisoformat(doc["date"])
     assert doc["methods"] == ["none", "ngram", "draft"]
     s = doc["settings"]
-    assert (s["n_predict"], s["reps"], s["warmup"], s["temp"], s["prompts"]) == (16, 2, 1, 0.0, "code-edit")
+    o = s["options"]
+    assert (o["max_tokens"], s["reps"], s["warmup"], o["temperature"], s["prompts"]) == (16, 2, 1, 0.0, "code-edit")
     assert s["model"] == str(tiny_target) and s["draft_model"] == str(tiny_draft)
     assert doc["build_info"]["llama_cpp_commit"]
     names = [p["name"] for p in doc["prompts"]]

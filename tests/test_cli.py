@@ -107,9 +107,10 @@ def test_demo_warms_up_and_measures_like_bench(tiny_target, monkeypatch, capsys)
     calls = []
     real = pyspec.api.LLM.generate
 
-    def spy(self, prompt, **kw):
-        calls.append((list(prompt), kw["spec_type"], kw["max_tokens"]))
-        return real(self, prompt, **kw)
+    def spy(self, prompt, options=None, **kw):
+        o = pyspec.GenerationOptions.build(options, **kw)
+        calls.append((list(prompt), o.spec_type, o.max_tokens))
+        return real(self, prompt, o)
     monkeypatch.setattr(pyspec.api.LLM, "generate", spy)
     assert main(["demo", "-m", str(tiny_target), "-p", "the sort of the list", "-n", "12", "-c", "256",
                  "--reps", "2", "--ignore-eos"]) == 0

@@ -9,15 +9,13 @@ import threading
 import pyspec
 
 SCRIPT = textwrap.dedent("""
-    import inspect, signal, sys
+    import signal, sys
     import pyspec
     # Explicitly: a child of a shell that ignores SIGINT (a background job) inherits SIG_IGN.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     llm = pyspec.LLM(sys.argv[1], n_ctx=4096)
     ref = llm.generate("the sort of", max_tokens=20, ignore_eos=True).tokens
-    kw = {n: p.default for n, p in inspect.signature(pyspec.LLM.generate).parameters.items()
-          if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    kw.update(max_tokens=3000, spec_type=sys.argv[2], ignore_eos=True)
+    opts = pyspec.GenerationOptions(max_tokens=3000, spec_type=sys.argv[2], ignore_eos=True)
     seen = []
 
     def on_step(tokens, n_from_draft):
@@ -26,7 +24,7 @@ SCRIPT = textwrap.dedent("""
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does, at a known point
         return True
     try:
-        g = llm._run("the sort of", on_step, **kw)
+        g = llm._run(llm._prepare("the sort of", opts), on_step)
         print("not interrupted:", g.finish_reason, len(g.tokens))
     except KeyboardInterrupt:
         print("interrupted after", len(seen), "tokens")

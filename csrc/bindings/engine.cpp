@@ -27,6 +27,37 @@ static py::dict stats_to_dict(const Stats & s) {
     return d;
 }
 
+// pyspec.GenerationOptions (options, or its defaults, with `changes` applied and checked
+// there) to GenerateParams: the one place where the Python options meet the engine's.
+static GenerateParams generate_params(py::object options, py::kwargs changes) {
+    py::object cls = py::module_::import("pyspec.options").attr("GenerationOptions");
+    if (changes.contains("n_predict")) {  // the engine's (and llama.cpp's) name for max_tokens
+        if (changes.contains("max_tokens"))
+            throw InvalidParameterError("give n_predict or max_tokens, not both (n_predict is max_tokens)");
+        changes["max_tokens"] = changes.attr("pop")("n_predict");
+    }
+    py::object o = cls.attr("build")(options, "Engine.generate()", **changes);
+    GenerateParams gp;
+    gp.n_predict = o.attr("max_tokens").cast<int32_t>();
+    SamplingParams & sp = gp.sampling;
+    sp.temperature = o.attr("temperature").cast<float>();
+    sp.top_k = o.attr("top_k").cast<int32_t>();
+    sp.top_p = o.attr("top_p").cast<float>();
+    sp.min_p = o.attr("min_p").cast<float>();
+    py::object seed = o.attr("seed");
+    sp.seed = seed.is_none() ? 0 : seed.cast<uint64_t>();
+    sp.repeat_penalty = o.attr("repeat_penalty").cast<float>();
+    sp.frequency_penalty = o.attr("frequency_penalty").cast<float>();
+    sp.presence_penalty = o.attr("presence_penalty").cast<float>();
+    sp.penalty_last_n = o.attr("penalty_last_n").cast<int32_t>();
+    const std::string spec_sampling = o.attr("spec_sampling").cast<std::string>();
+    gp.spec_sampling = spec_sampling == "equal" ? SpecSampling::Equal : SpecSampling::Rejection;
+    gp.draft_n_max = o.attr("draft_n_max").cast<int32_t>();
+    gp.draft_n_min = o.attr("draft_n_min").cast<int32_t>();
+    gp.ignore_eos = o.attr("ignore_eos").cast<bool>();
+    return gp;
+}
+
 void register_engine(py::module_ & m) {
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", R"pbdoc(
         A target context (KV cache) and the speculative decode loop.
@@ -65,26 +96,9 @@ void register_engine(py::module_ & m) {
              py::arg("flash_attn") = -1, py::arg("type_k") = "f16", py::arg("type_v") = "f16",
              py::arg("exact") = true, py::arg("n_rs_seq") = -1)
         .def("generate",
-             [](Engine & e, const std::vector<llama_token> & prompt, int32_t n_predict, float temperature,
-                int32_t top_k, float top_p, float min_p, uint64_t seed, int32_t draft_n_max, int32_t draft_n_min,
-                bool ignore_eos, std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step,
-                float repeat_penalty, float frequency_penalty, float presence_penalty, int32_t penalty_last_n,
-                const std::string & spec_sampling) {
-                 GenerateParams gp;
-                 gp.n_predict = n_predict;
-                 gp.sampling = {temperature, top_k, top_p, min_p, seed,
-                                repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n};
-                 if (spec_sampling == "rejection") {
-                     gp.spec_sampling = SpecSampling::Rejection;
-                 } else if (spec_sampling == "equal") {
-                     gp.spec_sampling = SpecSampling::Equal;
-                 } else {
-                     throw InvalidParameterError("spec_sampling must be 'rejection' or 'equal', got '" +
-                                                 spec_sampling + "'");
-                 }
-                 gp.draft_n_max = draft_n_max;
-                 gp.draft_n_min = draft_n_min;
-                 gp.ignore_eos = ignore_eos;
+             [](Engine & e, const std::vector<llama_token> & prompt, py::object options,
+                std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step, py::kwargs changes) {
+                 const GenerateParams gp = generate_params(options, changes);
                  StepCallback cb;
                  if (on_step) {
                      cb = [&on_step](const std::vector<llama_token> & toks, int32_t n_from_draft) {
@@ -104,15 +118,23 @@ void register_engine(py::module_ & m) {
                  d["finish_reason"] = res.finish_reason;
                  return d;
              },
-             py::arg("prompt"), py::arg("n_predict") = 128, py::arg("temperature") = 0.0f, py::arg("top_k") = 40,
-             py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f, py::arg("seed") = 0, py::arg("draft_n_max") = 16,
-             py::arg("draft_n_min") = 0, py::arg("ignore_eos") = false, py::arg("drafter") = nullptr,
-             py::arg("on_step") = py::none(), py::arg("repeat_penalty") = 1.0f, py::arg("frequency_penalty") = 0.0f,
-             py::arg("presence_penalty") = 0.0f, py::arg("penalty_last_n") = 64,
-             py::arg("spec_sampling") = "rejection",
-             "Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}. spec_sampling: "
-             "'rejection' (rejection sampling, the output follows the target's distribution) or 'equal' "
-             "(accept-if-equal, the output equals plain sampling for the same seed).")
+             py::arg("prompt"), py::arg("options") = py::none(), py::kw_only(), py::arg("drafter") = nullptr,
+             py::arg("on_step") = py::none(), R"pbdoc(
+        Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.
+
+        Arguments:
+          prompt: token ids.
+          options: a pyspec.GenerationOptions (None: its defaults); the engine reads its
+            sampling, draft-length and stop fields (spec_type, ngram_*, add_special and
+            parse_special are LLM's: which drafter, how text is tokenized). seed None is 0.
+          drafter: a pyspec._core drafter (None: plain decoding).
+          on_step: called with (tokens, n_from_draft) after every step; False stops.
+          **changes: GenerationOptions fields over `options`; n_predict is max_tokens.
+
+        Example:
+          >>> engine.generate(tokens, pyspec.GenerationOptions(max_tokens=32), drafter=d)
+          >>> engine.generate(tokens, n_predict=32, draft_n_max=4, ignore_eos=True, drafter=d)
+    )pbdoc")
         .def("reset", &Engine::reset, "Clears the memory.")
         .def("decode",
              [](Engine & e, const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits) {
