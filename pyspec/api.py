@@ -232,10 +232,17 @@ class LLM:
         """Bytes this LLM holds, by part: weights, the target's KV cache and compute buffers, and
         for the drafter of `spec_type` (None: the auto choice) its weights (0 for mtp: its layers
         are in the target's weights), KV cache, compute buffers and host feature buffers (a bound).
+        A drafter not built yet (the MTP head before its first use) is built to be measured.
         """
         name = self.auto_spec_type() if spec_type in (None, "auto") else spec_type
         return _memory_dict(self._model, self._engine, name, self._drafters.get(name), self._draft_model,
                             self.n_ctx)
+
+    @property
+    def built_drafters(self) -> list:
+        """The spec_types whose drafter exists now (its context allocated). A draft file's drafter
+        is built at load; the target's MTP head when it is first used (generate, memory)."""
+        return self._drafters.built
 
     def auto_spec_type(self) -> str:
         """What spec_type="auto" (the default) resolves to."""
@@ -418,24 +425,63 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
     model = _core.Model(path, n_gpu_layers=n_gpu_layers, repack=repack, load_mtp=load_mtp, no_alloc=no_alloc)
     engine = _core.Engine(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, flash_attn=flash_attn,
                           type_k=type_k, type_v=type_v, exact=exact)
-    drafters, dmodel = {}, None
+    drafters, dmodel = _Drafters(), None
     if draft_path is not None:
         darch = dict(_core.model_info(draft_path))["architecture"]
         # The drafter runs with the same kernels as the target: then a draft
         # model identical to the target agrees with it on every token.
         dmodel = _core.Model(draft_path, n_gpu_layers=n_gpu_layers, repack=repack, no_alloc=no_alloc)
+        # Built now: a draft file that does not fit the target is refused at load.
         if darch == "eagle3":
-            drafters["eagle3"] = _core.Eagle3Drafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn)
+            drafters.add("eagle3", _core.Eagle3Drafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn))
         elif darch == "dflash":
-            drafters["dflash"] = _core.DFlashDrafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn,
-                                                     window=dflash_window)
+            drafters.add("dflash", _core.DFlashDrafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn,
+                                                       window=dflash_window))
         else:
-            drafters["draft"] = _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx, n_threads=n_threads,
-                                                        exact=exact, flash_attn=flash_attn)
+            drafters.add("draft", _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx, n_threads=n_threads,
+                                                          exact=exact, flash_attn=flash_attn))
     if load_mtp:
-        drafters["mtp"] = _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn)
+        # Built on first use: its context is not allocated for runs that do not draft with it.
+        drafters.add_lazy("mtp", lambda: _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn))
     return model, engine, dmodel, drafters
 
+
+class _Drafters:
+    """An LLM's drafters by spec_type, in the order spec_type="auto" picks from; a lazy one is
+    built when it is first asked for (drafters[name], get)."""
+
+    def __init__(self):
+        self._make, self._built = {}, {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, drafter) -> None:
+        self._make[name] = None
+        self._built[name] = drafter
+
+    def add_lazy(self, name: str, make) -> None:
+        self._make[name] = make
+
+    def __contains__(self, name) -> bool:
+        return name in self._make
+
+    def __iter__(self):
+        return iter(self._make)
+
+    def __len__(self) -> int:
+        return len(self._make)
+
+    def __getitem__(self, name: str):
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = self._make[name]()  # KeyError for a name it does not have
+            return self._built[name]
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self else default
+
+    @property
+    def built(self) -> list:
+        return [n for n in self._make if n in self._built]
 
 
 def _memory_dict(model, engine, spec_type: str, drafter, draft_model, n_ctx: int) -> dict:

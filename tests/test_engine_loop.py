@@ -162,6 +162,23 @@ def test_features_are_exported_only_for_the_drafter_that_reads_them(model_dir):
     assert llm._engine.exported_features == nothing
 
 
+def test_the_mtp_head_is_built_when_first_used(model_dir, tiny_target, tiny_draft):
+    """A target with MTP layers offers spec_type "mtp" (and auto picks it), but a plain or
+    n-gram run does not allocate the MTP head's context; the first MTP run builds it."""
+    mtp = mtp_models.write_mtp_dense(model_dir / "lazy_mtp.gguf", seed=1, n_layer=1, mimic=True)
+    llm = pyspec.LLM(mtp, n_ctx=512, n_threads=1)
+    assert llm.spec_types == ["auto", "none", "ngram", "mtp"] and llm.auto_spec_type() == "mtp"
+    assert llm.built_drafters == []
+    ref = llm.generate(PROMPT, max_tokens=16, spec_type="none", ignore_eos=True).tokens
+    llm.generate(PROMPT, max_tokens=16, spec_type="ngram", ignore_eos=True)
+    assert llm.memory("none")["draft_kv_bytes"] == 0
+    assert llm.built_drafters == []
+    assert llm.generate(PROMPT, max_tokens=16, ignore_eos=True).tokens == ref  # auto: mtp
+    assert llm.built_drafters == ["mtp"] and llm.memory()["draft_kv_bytes"] > 0
+    # a draft file's drafter is built at load (a file that does not fit is refused there)
+    assert pyspec.LLM(tiny_target, n_ctx=256, n_threads=1, draft_model=tiny_draft).built_drafters == ["draft"]
+
+
 def test_checkpoint_holds_the_recurrent_state_only(model_dir):
     """A hybrid target whose drafts exceed its recurrent snapshots rolls back
     through a checkpoint of its recurrent state: its size does not grow with
