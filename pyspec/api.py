@@ -10,6 +10,7 @@ Everything heavy runs in the C++ engine (pyspec._core) with the GIL released.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import queue
 import random
@@ -286,9 +287,11 @@ class LLM:
             opts = opts.replace(seed=random.getrandbits(63))
         return toks, opts, spec_type, drafter
 
-    def _run(self, prepared, on_step=None) -> Generation:
+    def _run(self, prepared, on_step=None, inside=None) -> Generation:
+        """Runs a _prepare()d generation. inside: a context manager held around the engine call,
+        within the LLM's lock (a stream's: its interrupt() then reaches this generation only)."""
         toks, opts, spec_type, drafter = prepared
-        with self._lock:
+        with self._lock, (inside or contextlib.nullcontext()):
             r = self._engine.generate(toks, opts, drafter=drafter, on_step=on_step)
         return Generation(text=self.detokenize(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
                           finish_reason=r["finish_reason"], spec_type=spec_type, seed=opts.seed)
@@ -358,6 +361,8 @@ class _Stream:
         self._stop = threading.Event()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._llm = llm
+        self._state = threading.Lock()
+        self._in_engine = False
 
         def on_step(tokens, n_from_draft):
             self._q.put((list(tokens), n_from_draft))
@@ -365,7 +370,7 @@ class _Stream:
 
         def work():
             try:
-                self.result = llm._run(prepared, on_step)
+                self.result = llm._run(prepared, on_step, inside=self._engine_call())
                 self._q.put(self._DONE)
             except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
                 self._q.put(e)
@@ -395,13 +400,36 @@ class _Stream:
                      from_draft=[i < n_from_draft for i in range(len(tokens))])
 
     def close(self) -> None:
-        """Stops the generation and waits for the engine to finish its step."""
-        self._stop.set()
+        """Stops the generation at its next prompt chunk or step and waits for it. A stream
+        closed inside its prompt ends without a result (GenerationInterrupted is dropped)."""
+        self._interrupt()
         self._thread.join()
+
+    @contextlib.contextmanager
+    def _engine_call(self):
+        with self._state:
+            self._in_engine = True
+        try:
+            yield
+        finally:
+            with self._state:
+                self._in_engine = False
+
+    def _interrupt(self) -> None:
+        # The engine's interrupt() is seen between prompt chunks, so a long prompt is not
+        # finished first; it is sent only while this stream's generation holds the engine,
+        # never to a later one. _stop tells on_step to end the generation: it covers a close()
+        # that lands before the engine has begun (generate() drops an earlier interrupt()
+        # request when it starts). interrupt() goes first, so that whoever waits for _stop
+        # finds it already sent.
+        with self._state:
+            if self._in_engine:
+                self._llm._engine.interrupt()
+        self._stop.set()
 
     def __del__(self):
         if getattr(self, "_thread", None) is not None and self._thread.is_alive():
-            self._stop.set()
+            self._interrupt()
 
 
 def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: int, n_batch: int,

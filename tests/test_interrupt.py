@@ -7,6 +7,7 @@ import textwrap
 import threading
 
 import pyspec
+from pyspec import _core
 
 SCRIPT = textwrap.dedent("""
     import signal, sys
@@ -73,3 +74,42 @@ def test_gil_is_released_during_generation(tiny_target):
     # a thread that needs the GIL kept running while the engine decoded: with the GIL held,
     # it would get at most a slice at the call's edges
     assert during >= 100, during
+
+
+def test_closing_a_stream_inside_its_prompt_stops_at_the_next_chunk(tiny_target):
+    """close() interrupts the engine (Engine.interrupt), which stops between prompt chunks:
+    a stream closed during a long prompt does not wait for the rest of it. The drafter holds the
+    first chunk until close() has asked, so nothing here depends on timing."""
+    llm = pyspec.LLM(tiny_target, n_ctx=1024, n_batch=100, n_threads=1)
+    prompt = [1] + [259 + i % 40 for i in range(299)]  # three chunks of 100
+    reached, ready, box = threading.Event(), threading.Event(), {}
+
+    class HoldFirstChunk(_core.Drafter):
+        chunks = []
+
+        def begin(self, prompt):
+            pass
+
+        def draft(self, n_max):
+            return []
+
+        def accept(self, n_accepted, emitted):
+            pass
+
+        def observe(self, tokens, pos0, prompt):
+            self.chunks.append(pos0)
+            if len(self.chunks) == 1:
+                reached.set()
+                ready.wait()
+                box["stream"]._stop.wait()  # set by close(), after its interrupt
+
+    llm._drafters.add("draft", HoldFirstChunk())
+    stream = llm.stream(prompt, max_tokens=8, spec_type="draft", ignore_eos=True)
+    box["stream"] = stream
+    ready.set()
+    reached.wait()
+    stream.close()
+    assert HoldFirstChunk.chunks == [0] and llm._engine.n_past == 100  # the rest of the prompt never ran
+    assert stream.result is None  # ended inside the prompt: no generation to report
+    # the engine is usable, and a closed stream's interrupt does not reach the next generation
+    assert len(llm.generate(prompt, max_tokens=8, spec_type="none", ignore_eos=True).tokens) == 8
