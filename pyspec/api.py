@@ -545,7 +545,7 @@ def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
     if name not in drafters and name not in ("none", "ngram"):
         raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "
                                     f"have: {', '.join(['none', 'ngram', *drafters])}")
-    return _memory_dict(model, engine, name, drafters.get(name), dmodel, n_ctx)
+    return _memory_dict(model, engine, name, drafters.get(name), dmodel, engine.n_ctx)  # rounded as the LLM's
 
 
 def model_info(path: Union[str, os.PathLike]) -> dict:

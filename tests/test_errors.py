@@ -110,6 +110,14 @@ def test_context_smaller_than_the_batch(tiny_target, tiny_draft, spec):
     expect(run_case(code, tiny_target), "ContextOverflowError", "300", "n_ctx=256", "n_ctx=100", "rounds")
 
 
+def test_memory_report_gives_the_rounded_context(tiny_target):
+    """memory_report sized the rounded context (256 for 100) but reported the n_ctx asked for,
+    where the LLM it predicts reports the real one."""
+    import pyspec
+    reported = pyspec.memory_report(tiny_target, n_ctx=100)
+    assert reported["n_ctx"] == 256 and reported == pyspec.LLM(tiny_target, n_ctx=100).memory()
+
+
 def test_feature_drafter_on_another_engine(tiny_target, tmp_path):
     """An EAGLE-3 drafter reads the features of the engine it was built on; given
     to another engine (which exports none) it raised a llama.cpp assertion."""
