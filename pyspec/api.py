@@ -325,9 +325,10 @@ class LLM:
     def stream(self, prompt: Prompt, options: Optional[GenerationOptions] = None, /, **kwargs) -> Iterator[Chunk]:
         """Like generate(), but yields a Chunk per engine step as tokens are accepted.
 
-        Closing the iterator (close(), break, Ctrl-C) stops the generation at
-        its next prompt chunk or step. The finished Generation is available as
-        the iterator's `.result` once it ends.
+        close() (or leaving a `with llm.stream(...) as s:` block, Ctrl-C while
+        waiting for a chunk, or dropping the iterator) stops the generation at its
+        next prompt chunk or step; a `break` alone leaves it running. The finished
+        Generation is available as the iterator's `.result` once it ends.
         """
         return _Stream(self, self._prepare(prompt, GenerationOptions.build(options, "stream()", **kwargs)))
 
@@ -380,6 +381,12 @@ class _Stream:
 
     def __iter__(self):
         return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __next__(self) -> Chunk:
         try:

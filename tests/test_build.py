@@ -63,6 +63,20 @@ def test_build_info_reports_backends_and_features():
     assert isinstance(b["cuda"], bool) and "CPU" in b["system_info"]
 
 
+@pytest.mark.parametrize("amx_env", [None, "1"])
+def test_build_info_says_whether_fast_kernels_repack(amx_env):
+    """README: fast kernels repack weights except where the CPU backend offers its AMX buffer
+    (it crashed the pin), unless PYSPEC_AMX=1; exact kernels never repack."""
+    env = {k: v for k, v in os.environ.items() if k != "PYSPEC_AMX"} | ({"PYSPEC_AMX": amx_env} if amx_env else {})
+    code = "import json, pyspec; print(json.dumps(pyspec.build_info()))"
+    b = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                  timeout=120, check=True).stdout)
+    assert isinstance(b["amx_buffer"], bool)
+    assert b["repack"] is (amx_env == "1" or not b["amx_buffer"])
+    assert b["amx_buffer"] is False or "AMX_INT8" in b["cpu_features"]
+    assert ("exact_cuda_kernels" in b) is b["cuda"]
+
+
 def test_stub_covers_the_extension():
     from pyspec import _core
     stub = (ROOT / "pyspec" / "_core.pyi").read_text()

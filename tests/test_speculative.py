@@ -115,6 +115,13 @@ def test_closing_a_stream_stops_and_leaves_the_model_usable(llm, baselines):
     assert llm.generate(PROMPTS[0], max_tokens=96, ignore_eos=True).tokens == baselines[PROMPTS[0]]
 
 
+def test_a_stream_in_a_with_block_is_closed_at_its_end(llm, baselines):
+    with llm.stream(PROMPTS[0], max_tokens=500, spec_type="ngram", ignore_eos=True) as stream:
+        next(stream)
+    assert stream.result.finish_reason == "interrupted" and len(stream.result.tokens) < 500
+    assert llm.generate(PROMPTS[0], max_tokens=96, ignore_eos=True).tokens == baselines[PROMPTS[0]]
+
+
 def test_max_tokens_and_stop_reasons(llm):
     g = llm.generate(PROMPTS[0], max_tokens=7, spec_type="ngram", ignore_eos=True)
     assert len(g.tokens) == 7 and g.finish_reason == "length"
