@@ -297,7 +297,7 @@ class LLM:
                           finish_reason=r["finish_reason"], spec_type=spec_type, seed=opts.seed)
 
     @with_option_keywords
-    def generate(self, prompt: Prompt, options: Optional[GenerationOptions] = None, /, **kwargs) -> Generation:
+    def generate(self, prompt: Prompt, options: Optional[GenerationOptions] = None, **kwargs) -> Generation:
         """Generates a continuation of `prompt` (text or token ids).
 
         Arguments:
@@ -322,7 +322,7 @@ class LLM:
         return self._run(self._prepare(prompt, GenerationOptions.build(options, "generate()", **kwargs)))
 
     @with_option_keywords
-    def stream(self, prompt: Prompt, options: Optional[GenerationOptions] = None, /, **kwargs) -> Iterator[Chunk]:
+    def stream(self, prompt: Prompt, options: Optional[GenerationOptions] = None, **kwargs) -> Iterator[Chunk]:
         """Like generate(), but yields a Chunk per engine step as tokens are accepted.
 
         close() (or leaving a `with llm.stream(...) as s:` block, Ctrl-C while
@@ -333,14 +333,14 @@ class LLM:
         return _Stream(self, self._prepare(prompt, GenerationOptions.build(options, "stream()", **kwargs)))
 
     @with_option_keywords
-    def chat(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None, /, **kwargs) -> Generation:
+    def chat(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None, **kwargs) -> Generation:
         """Generates the assistant's reply to `messages` using the GGUF's chat template
         (special tokens in it parsed, unless parse_special=False is given)."""
         opts = GenerationOptions.build(options, "chat()", **{"parse_special": True, **kwargs})
         return self.generate(self.apply_chat_template(messages), opts)
 
     @with_option_keywords
-    def chat_stream(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None, /,
+    def chat_stream(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None,
                     **kwargs) -> Iterator[Chunk]:
         """stream() for a chat."""
         opts = GenerationOptions.build(options, "chat_stream()", **{"parse_special": True, **kwargs})

@@ -29,6 +29,7 @@ def test_options_and_keywords_are_the_same_request(llm):
     c = llm.generate(PROMPT, opts, max_tokens=8, spec_type="none")
     assert c.tokens == a.tokens[:8] and c.spec_type == "none"
     assert [t for ch in llm.stream(PROMPT, opts) for t in ch.tokens] == a.tokens
+    assert llm.generate(PROMPT, options=opts).tokens == a.tokens
 
 
 def test_generate_shows_the_options_as_its_keywords():
