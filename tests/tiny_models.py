@@ -70,7 +70,8 @@ def add_hparams(w: gguf.GGUFWriter, *, n_ctx: int, n_embd: int, n_layer: int, n_
 def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, dtype: str = "f32",
                 vocab_variant: int = 0, arch: str = "llama", scale: float = 0.5, perturb: float = 0.0,
-                perturb_seed: int = 1234, residual_only: bool = False, eos_id: int = 2) -> Path:
+                perturb_seed: int = 1234, residual_only: bool = False, eos_id: int = 2,
+                chat_template: str | None = None) -> Path:
     """Writes a random llama-architecture GGUF; dtype of the 2-D weights: f32, f16 or q8_0.
 
     residual_only: zero attention and FFN outputs, so the model is a bigram
@@ -81,6 +82,7 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     the unperturbed target.
     eos_id: the end-of-generation token; a token the random model does produce
     makes its greedy text end there (the weights do not depend on it).
+    chat_template: written as tokenizer.chat_template (the weights do not depend on it).
     """
     rng = np.random.default_rng(seed)
     noise = np.random.default_rng(perturb_seed)
@@ -93,6 +95,8 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     add_tokenizer(w, vocab_variant, eos_id=eos_id)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     def mat(name: str, rows: int, cols: int) -> None:
         a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
