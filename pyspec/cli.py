@@ -4,6 +4,7 @@
     pyspec info model.gguf
     pyspec demo                     # default model: plain vs speculative, side by side
     pyspec bench ...                # pyspec/bench.py
+    pyspec serve -m model.gguf      # OpenAI-compatible server (pyspec/server.py, pyspec[server])
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from pathlib import Path
 from .errors import PyspecError
 from .prompts import DEMO_PROMPT
 
+# What `pyspec serve` does not do yet (its --help, -np's refusal and its 503 answers say it).
+SERVE_STAGE_NOTE = ("this stage of pyspec serve runs one generation at a time per model (requests wait in a "
+                    "bounded queue and are served in turn); serving several sequences in one batched forward "
+                    "pass needs the multi-sequence engine of issue 12, a later stage")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -34,10 +39,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
 
 
-def _add_gen_args(p: argparse.ArgumentParser) -> None:
+def _add_gen_args(p: argparse.ArgumentParser, prompt: bool = True) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("-p", "--prompt", help="prompt text")
-    g.add_argument("-f", "--file", help="read the prompt from this file")
+    if prompt:
+        g.add_argument("-p", "--prompt", help="prompt text")
+        g.add_argument("-f", "--file", help="read the prompt from this file")
     g.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default: %(default)s)")
     g.add_argument("--temp", type=float, default=0.0, help="temperature; 0 = greedy (default)")
     g.add_argument("--top-k", type=int, default=40)
@@ -51,12 +57,13 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frequency-penalty", type=float, default=0.0, help="default: %(default)s, 0.0 = off")
     g.add_argument("-s", "--seed", type=int, default=None, help="sampling seed (default: random)")
     g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-generation tokens")
-    g.add_argument("--chat", action="store_true",
-                   help="wrap the prompt as a user message in the model's chat template (an error when the GGUF "
-                        "has none, as base models such as the default model do)")
+    if prompt:
+        g.add_argument("--chat", action="store_true",
+                       help="wrap the prompt as a user message in the model's chat template (an error when the "
+                            "GGUF has none, as base models such as the default model do)")
     g.add_argument("--chat-template", default=None,
-                   help="chat template for --chat: a template or a built-in name (gemma, chatml, llama3, ...); "
-                        "default: the GGUF's own")
+                   help="chat template for --chat (serve: for chat completions): a template or a built-in name "
+                        "(gemma, chatml, llama3, ...); default: the GGUF's own")
     s = p.add_argument_group("speculation")
     s.add_argument("--spec-type", choices=["auto", "none", "ngram", "draft", "mtp", "eagle3", "dflash"],
                    default="auto",
@@ -102,7 +109,7 @@ def _gen_options(args):
                              ngram_n_min=args.ngram_n_min, ignore_eos=args.ignore_eos,
                              repeat_penalty=args.repeat_penalty, penalty_last_n=args.repeat_last_n,
                              presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                             spec_sampling=args.spec_sampling, parse_special=args.chat)
+                             spec_sampling=args.spec_sampling, parse_special=getattr(args, "chat", False))
 
 
 def _prompt(args) -> str:
@@ -255,6 +262,52 @@ def cmd_demo(args) -> int:
     return 1
 
 
+def cmd_serve(args) -> int:
+    """An OpenAI-compatible server (pyspec/server.py); one generation at a time per model."""
+    if args.parallel != 1:
+        raise PyspecError(f"-np {args.parallel}: {SERVE_STAGE_NOTE}. Start it with -np 1 (the default); "
+                          "--max-queue N sets how many requests may wait.")
+    if args.n_predict < -1 or args.n_predict == 0:
+        raise PyspecError(f"-n must be -1 (up to the context) or >= 1, got {args.n_predict}")
+    if args.max_queue < 0:
+        raise PyspecError(f"--max-queue must be >= 0, got {args.max_queue}")
+    if args.max_request_bytes < 1024:
+        raise PyspecError(f"--max-request-bytes must be >= 1024, got {args.max_request_bytes}")
+    try:
+        from . import server
+    except ImportError as e:
+        raise PyspecError(str(e)) from None
+    defaults = _gen_options(argparse.Namespace(**{**vars(args), "n_predict": 0}))  # max_tokens: per request
+    llm = _load(args)
+    config = server.ServeConfig(model_name=args.alias or Path(llm.model_path).name, defaults=defaults,
+                                default_max_tokens=args.n_predict, api_key=args.api_key, max_queue=args.max_queue,
+                                max_request_bytes=args.max_request_bytes)
+    try:
+        srv = server.Server(llm, config, host=args.host, port=args.port,
+                            log_level="info" if args.verbose else "warning")
+    except OSError as e:
+        raise PyspecError(f"cannot listen on {args.host}:{args.port}: {e}") from None
+    import signal
+    caught = []
+
+    def on_signal(sig, frame):  # SIGTERM / Ctrl-C: stop the running generation, answer 503, close
+        caught.append(signal.Signals(sig).name)
+        srv.shutdown()
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        srv.start()
+        print(f"pyspec serve: {config.model_name} on {srv.url} (one generation at a time, up to "
+              f"{config.max_queue} waiting; spec types {', '.join(llm.spec_types)}"
+              + ("; API key required" if args.api_key else "") + ")", flush=True)
+        srv.wait()
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    print(f"pyspec serve: stopped{' (' + caught[0] + ')' if caught else ''}", flush=True)
+    return 0
+
+
 def version_string() -> str:
     from . import __version__, build_info
     b = build_info()
@@ -285,6 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--reps", type=int, default=1, help="measured runs of each (default: %(default)s)")
     d.add_argument("--warmup", type=int, default=1, help="discarded warm-up rounds (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
+    sv = sub.add_parser(
+        "serve", help="an OpenAI-compatible HTTP server (needs pyspec[server])",
+        description="An OpenAI-compatible server: /v1/chat/completions, /v1/completions (streaming or not), "
+                    "/v1/models, /health, /metrics (Prometheus). This stage runs ONE generation at a time per "
+                    "model: concurrent requests wait in a bounded FIFO queue (--max-queue; one more gets 503 at "
+                    "once) and each is served exactly as it would run alone. -np > 1 is refused: batching "
+                    "several requests into one forward pass is a later stage (issue 12). The generation flags "
+                    "below are the defaults of a request that leaves a field out; -n is max_tokens' default "
+                    "(-1: up to the context).")
+    _add_model_args(sv)
+    _add_gen_args(sv, prompt=False)
+    sv.set_defaults(n_predict=-1)
+    s_ = sv.add_argument_group("server")
+    s_.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: %(default)s, this machine only)")
+    s_.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0: a free one, printed)")
+    s_.add_argument("-np", "--parallel", type=int, default=1,
+                    help="generations at once: only 1 in this stage (batched sequences are a later stage)")
+    s_.add_argument("--api-key", default=None,
+                    help="require 'Authorization: Bearer KEY' on every route but /health")
+    s_.add_argument("-a", "--alias", default=None, help="the model's id in /v1/models (default: the file name)")
+    s_.add_argument("--max-queue", type=int, default=16,
+                    help="requests that may wait while one runs; more get 503 at once (default: %(default)s)")
+    s_.add_argument("--max-request-bytes", type=int, default=4 * 2**20,
+                    help="larger request bodies get 413 (default: %(default)s)")
+    sv.set_defaults(func=cmd_serve)
     from .bench import add_bench_parser  # pyspec bench (pyspec/bench.py)
     add_bench_parser(sub)
     return ap
