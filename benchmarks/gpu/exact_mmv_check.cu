@@ -244,8 +244,11 @@ int main(int argc, char ** argv) {
     if (!bench) {
         bool ok = true;
         for (const TypeInfo & ti : TYPES) {
-            ok = check_type(ti, 83, 512, rng) && ok;
-            ok = check_type(ti, 16900, 256, rng) && ok;   // two m-tiles per block
+            // shapes the kernels cover (exact_mmv_supports): Q6_K rows of 4 super-blocks
+            const int64_t k = ti.type == EXACT_MMV_Q6_K ? 1024 : 512;
+            if (!exact_mmv_supports(ti.type, k)) { std::printf("%s K %lld not covered\n", ti.name, (long long) k); ok = false; continue; }
+            ok = check_type(ti, 83, k, rng) && ok;
+            ok = check_type(ti, 5000, k, rng) && ok;   // more row tiles than blocks
         }
         std::printf(ok ? "ALL OK\n" : "FAILURES\n");
         return ok ? 0 : 1;
@@ -262,5 +265,6 @@ int main(int argc, char ** argv) {
     bench_shape(q5, 2048, 640, "270M ffn up", rng);
     bench_shape(q4k, 640, 2048, "270M ffn down", rng);
     bench_shape(q8, 262144, 640, "270M output", rng);
+    bench_shape(q4k, 16384, 16384, "dense 16k", rng);
     return 0;
 }

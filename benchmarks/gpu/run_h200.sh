@@ -108,11 +108,21 @@ models() {
   ls -la "$MODELS"
 }
 
+models8() {  # the 8B shape with 8 layers (every matrix of the 8B model, a quarter of them): 30 s instead of 2 min
+  synth synth-8b-l8 4096 8 14336 32 8
+}
+
 bench() {  # pyspec exact and fast beside llama-bench, in one run
   local lb
   lb=$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)
   (cd /tmp && python3 "$ROOT/benchmarks/bench_gpu.py" --model "$MODELS/synth-8b-q4_k_m.gguf" \
     ${PYSPEC_GEMMA:+--gemma "$PYSPEC_GEMMA"} --llama-bench "$ROOT/$lb" --out "$OUT")
+}
+
+gemmabench() {  # the real default model: plain vs n-gram on code-edit and prose, exact kernels, output equality
+  [ -n "${PYSPEC_GEMMA:-}" ] || { echo "(no Gemma: carry its parts first)"; return 0; }
+  (cd /tmp && python3 -m pyspec bench -m "$PYSPEC_GEMMA" -ngl -1 --spec-type ngram --prompts code-edit,prose \
+    -n 128 --reps 2 --no-progress --json "$OUT/gemma-bench.json" 2>&1 | tail -30)
 }
 
 numpydiag() {  # loading a model after numpy crashed on this host: which import order, which libstdc++
@@ -130,8 +140,9 @@ print('import $order: model loads;', sorted({re.sub(r'.* ', '', x.strip()) for x
 curve() {  # verify-cost curve k = 1..32: pyspec exact, pyspec fast, llama-bench (8B shape, and Gemma when here)
   local lb
   lb=$(find build/cuda -name llama-bench -type f -perm -u+x | head -1)
+  # shellcheck disable=SC2046
   (cd /tmp && python3 "$ROOT/benchmarks/gpu/verify_curve.py" --out "$OUT" ${lb:+--llama-bench "$ROOT/$lb"} \
-    "$MODELS/synth-8b-q4_k_m.gguf" ${PYSPEC_GEMMA:-})
+    $(ls "$MODELS"/synth-*-q4_k_m.gguf) ${PYSPEC_GEMMA:-})
 }
 
 mmv() {  # csrc/cuda/exact_mmv.cu alone: correctness per weight type and width, then launch times

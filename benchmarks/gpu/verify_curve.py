@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--llama-bench")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--cpu", action="store_true", help="no GPU offload (to try the script on a CPU build)")
     args = ap.parse_args()
     from bench_gpu import llama_bench, verify_curve  # noqa: E402
     out = Path(args.out)
@@ -38,7 +39,8 @@ def main() -> int:
     for m in args.models:
         row = {}
         for kernels in ("exact", "fast"):
-            llm = pyspec.LLM(m, n_ctx=4096, n_gpu_layers=-1, flash_attn=True, kernels=kernels)
+            llm = pyspec.LLM(m, n_ctx=4096, n_gpu_layers=0 if args.cpu else -1, flash_attn=True,
+                             kernels=kernels)
             row[kernels] = verify_curve(llm, K, args.reps)
             print(Path(m).name, kernels, {k: round(v, 3) for k, v in row[kernels].items()}, flush=True)
             del llm

@@ -29,6 +29,7 @@ namespace pyspec_cuda {
 namespace {
 
 constexpr int WARPS = 8;     // warps per block, each a fixed share of K (see above)
+constexpr int STAGES = 3;    // shared-memory stages per warp (STAGES - 1 chunks in flight)
 constexpr int MAX_NT = 3;    // n-tiles of 8 columns per launch
 constexpr int Q8_1_BYTES = 36;  // block_q8_1: half2 ds (d, d*sum), int8 qs[32]
 
@@ -357,8 +358,7 @@ __device__ __forceinline__ void cp_async8(void * smem_dst, const void * gmem_src
     asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" :: "r"(s), "l"(gmem_src) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
 
 // Chunks of K steps staged through shared memory: STEPS steps of STEP_BYTES bytes per row, in rows
 // of SROW bytes (room for an 8-byte misaligned start).
@@ -373,9 +373,7 @@ template <int T> struct Chunk {
 };
 
 template <int T, int MT> constexpr size_t smem_bytes(int nt) {
-    const size_t stages = size_t(WARPS) * 2 * 16 * MT * Chunk<T>::SROW;
-    const size_t part = size_t(WARPS) * MT * nt * 4 * 32 * sizeof(float);
-    return stages > part ? stages : part;
+    return size_t(WARPS) * STAGES * 16 * MT * Chunk<T>::SROW + size_t(WARPS) * MT * nt * 4 * 32 * sizeof(float);
 }
 
 template <int T> constexpr int values_per_step() { return T == T_Q4_K || T == T_Q6_K ? 64 : 32; }
@@ -386,8 +384,6 @@ __global__ void __launch_bounds__(WARPS * 32) exact_mmv_kernel(
         const uint8_t * __restrict__ y, int64_t y_col_bytes, int ncols,
         float * __restrict__ dst, int64_t dst_col_stride) {
     const int lane = threadIdx.x, warp = threadIdx.y, g = lane >> 2, t = lane & 3;
-    const int row0 = blockIdx.x * 16 * MT;
-
     Operands<MT, NT> op;
     op.t = t;
 #pragma unroll
@@ -397,104 +393,116 @@ __global__ void __launch_bounds__(WARPS * 32) exact_mmv_kernel(
         op.ys[nt][1] = y + size_t(min(8 * nt + 2 * t + 1, ncols - 1)) * y_col_bytes;
     }
 
-    float acc[MT][NT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
-
     using Step = std::conditional_t<T == T_Q4_K, StepQ4K<MT, NT>,
                  std::conditional_t<T == T_Q6_K, StepQ6K<MT, NT>, StepLegacy<T, MT, NT>>>;
     using L = Chunk<T>;
     constexpr int ROWS = 16 * MT;
     constexpr int U = NT == 1 ? 4 : 2;   // steps decoded together (L::STEPS is a multiple)
 
-    // Warp w takes the chunks w, w + WARPS, ... of L::STEPS consecutive K steps (contiguous bytes of
-    // each row: a K-quant super-block, or 4 legacy blocks) and accumulates them in increasing K. Its
-    // rows' chunk bytes are copied to its two shared-memory stages with 8-byte cp.async, two chunks
-    // in flight, so that every global load is wide and coalesced along a row whatever the layout
-    // the mma fragments need; the copy never changes the arithmetic.
+    // A block takes the row tiles blockIdx.x, blockIdx.x + gridDim.x, ... In each tile warp w takes
+    // the chunks w, w + WARPS, ... of L::STEPS consecutive K steps (contiguous bytes of each row: a
+    // K-quant super-block, or 4 legacy blocks) and accumulates them in increasing K; the block then
+    // adds its warps' partial sums in warp order. The chunks' bytes are copied to shared memory with
+    // 8-byte cp.async, STAGES - 1 chunks ahead across tile boundaries, so that global loads are wide,
+    // coalesced along a row and always in flight whatever layout the mma fragments need; neither the
+    // copy nor the grid size changes the arithmetic.
     extern __shared__ __align__(16) uint8_t smem[];
-    auto stage = [&](int i) { return smem + (size_t(warp) * 2 + (i & 1)) * ROWS * L::SROW; };
+    constexpr int NV = MT * NT * 4;
+    float (*part)[NV][32] = reinterpret_cast<float (*)[NV][32]>(smem + size_t(WARPS) * STAGES * ROWS * L::SROW);
+    auto stage = [&](int it) { return smem + (size_t(warp) * STAGES + it % STAGES) * ROWS * L::SROW; };
     const int nchunks = (nsteps + L::STEPS - 1) / L::STEPS;
-    const int mine = nchunks > warp ? (nchunks - warp + WARPS - 1) / WARPS : 0;
+    const int mine = nchunks > warp ? (nchunks - warp + WARPS - 1) / WARPS : 0;   // chunks per tile
+    const int ntiles = (nrows + ROWS - 1) / ROWS;
+    const int my_tiles = ntiles > int(blockIdx.x) ? (ntiles - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x) : 0;
+    const int items = my_tiles * mine;
     const int delta0 = int(reinterpret_cast<uintptr_t>(x) & 7);   // rows are 8-byte multiples long
 
-    auto issue = [&](int i) {
-        if (i < mine) {
-            const int c = warp + i * WARPS;
+    auto issue = [&](int it) {
+        if (it < items) {
+            const int row0 = (int(blockIdx.x) + (it / mine) * int(gridDim.x)) * ROWS;
+            const int c = warp + (it % mine) * WARPS;
             const int nbytes = L::bytes(min(L::STEPS, nsteps - c * L::STEPS));
             const size_t off = size_t(c) * L::BYTES;
             const int delta = int((delta0 + off) & 7);
             const int n8 = (delta + nbytes + 7) / 8;
+            uint8_t * dstage = stage(it);
             for (int q = lane; q < ROWS * n8; q += 32) {
                 const int rr = q / n8, piece = q % n8;
                 const uint8_t * src = x + size_t(min(row0 + rr, nrows - 1)) * row_bytes + off - delta + 8 * piece;
-                cp_async8(stage(i) + rr * L::SROW + 8 * piece, src);
+                cp_async8(dstage + rr * L::SROW + 8 * piece, src);
             }
         }
         cp_async_commit();
     };
 
-    issue(0);
-    issue(1);
-    for (int i = 0; i < mine; ++i) {
-        cp_async_wait_1();
-        __syncwarp();
-        const int c = warp + i * WARPS, ks0 = c * L::STEPS;
-        const int nvalid = min(L::STEPS, nsteps - ks0);
-        const int delta = int((delta0 + size_t(c) * L::BYTES) & 7);
-        const uint8_t * xr[MT][2];
+#pragma unroll
+    for (int it = 0; it < STAGES - 1; ++it) issue(it);
+
+    for (int ti = 0; ti < my_tiles; ++ti) {
+        float acc[MT][NT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int r = 0; r < 2; ++r) xr[mt][r] = stage(i) + (16 * mt + 8 * r + g) * L::SROW + delta;
-        if (nvalid == L::STEPS) {
+            for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int u0 = 0; u0 < L::STEPS; u0 += U) {
-                Step st[U];
-#pragma unroll
-                for (int u = 0; u < U; ++u) st[u].load(op, xr, u0 + u, ks0 + u0 + u);
-#pragma unroll
-                for (int u = 0; u < U; ++u) st[u].compute(op, acc);
-            }
-        } else {
-            for (int kw = 0; kw < nvalid; ++kw) {
-                Step st;
-                st.load(op, xr, kw, ks0 + kw);
-                st.compute(op, acc);
-            }
-        }
-        __syncwarp();
-        issue(i + 2);
-    }
-    cp_async_wait_0();
-    __syncthreads();
+                for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 
-    // The warps' partial sums, added in warp order.
-    constexpr int NV = MT * NT * 4;
-    float (*part)[NV][32] = reinterpret_cast<float (*)[NV][32]>(smem);   // the stages are free now
+        for (int j = 0; j < mine; ++j) {
+            const int it = ti * mine + j;
+            cp_async_wait<STAGES - 2>();
+            __syncwarp();
+            const int c = warp + j * WARPS, ks0 = c * L::STEPS;
+            const int nvalid = min(L::STEPS, nsteps - ks0);
+            const int delta = int((delta0 + size_t(c) * L::BYTES) & 7);
+            const uint8_t * xr[MT][2];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
+                for (int r = 0; r < 2; ++r) xr[mt][r] = stage(it) + (16 * mt + 8 * r + g) * L::SROW + delta;
+            if (nvalid == L::STEPS) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) part[warp][(mt * NT + nt) * 4 + e][lane] = acc[mt][nt][e];
-    __syncthreads();
-    for (int o = warp * 32 + lane; o < NV * 32; o += WARPS * 32) {
-        const int v = o / 32, l = o % 32;
-        float s = part[0][v][l];
+                for (int u0 = 0; u0 < L::STEPS; u0 += U) {
+                    Step st[U];
 #pragma unroll
-        for (int w = 1; w < WARPS; ++w) s = __fadd_rn(s, part[w][v][l]);
-        const int mt = v / (NT * 4), nt = (v / 4) % NT, e = v % 4;
-        const int row = row0 + 16 * mt + 8 * (e >> 1) + (l >> 2);
-        const int col = 8 * nt + 2 * (l & 3) + (e & 1);
-        if (row < nrows && col < ncols) {
-            dst[size_t(col) * dst_col_stride + row] = s;
+                    for (int u = 0; u < U; ++u) st[u].load(op, xr, u0 + u, ks0 + u0 + u);
+#pragma unroll
+                    for (int u = 0; u < U; ++u) st[u].compute(op, acc);
+                }
+            } else {
+                for (int kw = 0; kw < nvalid; ++kw) {
+                    Step st;
+                    st.load(op, xr, kw, ks0 + kw);
+                    st.compute(op, acc);
+                }
+            }
+            __syncwarp();
+            issue(it + STAGES - 1);
         }
+
+        // the warps' partial sums of this tile, added in warp order
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) part[warp][(mt * NT + nt) * 4 + e][lane] = acc[mt][nt][e];
+        __syncthreads();
+        const int row0 = (int(blockIdx.x) + ti * int(gridDim.x)) * ROWS;
+        for (int o = warp * 32 + lane; o < NV * 32; o += WARPS * 32) {
+            const int v = o / 32, l = o % 32;
+            float sum = part[0][v][l];
+#pragma unroll
+            for (int w = 1; w < WARPS; ++w) sum = __fadd_rn(sum, part[w][v][l]);
+            const int mt = v / (NT * 4), nt = (v / 4) % NT, e = v % 4;
+            const int row = row0 + 16 * mt + 8 * (e >> 1) + (l >> 2);
+            const int col = 8 * nt + 2 * (l & 3) + (e & 1);
+            if (row < nrows && col < ncols) {
+                dst[size_t(col) * dst_col_stride + row] = sum;
+            }
+        }
+        __syncthreads();
     }
+    cp_async_wait<0>();
 }
 
 int sm_count() {
@@ -514,7 +522,13 @@ void launch(const ExactMmvArgs & a, int ncols, const uint8_t * y, float * dst, c
         return cudaFuncSetAttribute(exact_mmv_kernel<T, MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) == cudaSuccess;
     }();
     (void) attr;
-    const dim3 grid(unsigned((a.nrows + 16 * MT - 1) / (16 * MT))), block(32, WARPS);
+    // as many blocks as fit at once (each loops over row tiles), or one per tile
+    static const int per_sm = [] {
+        int n = 0;
+        return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, exact_mmv_kernel<T, MT, NT>, WARPS * 32, smem) == cudaSuccess && n > 0 ? n : 1;
+    }();
+    const int64_t ntiles = (a.nrows + 16 * MT - 1) / (16 * MT);
+    const dim3 grid(unsigned(std::min<int64_t>(ntiles, int64_t(per_sm) * sm_count()))), block(32, WARPS);
     exact_mmv_kernel<T, MT, NT><<<grid, block, smem, s>>>(static_cast<const uint8_t *>(a.x), row_bytes, int(a.nrows), nsteps,
         y, a.y_col_stride * Q8_1_BYTES, ncols, dst, a.dst_col_stride);
 }
@@ -535,19 +549,12 @@ void run_type(const ExactMmvArgs & a, int block_bytes, int block_values) {
     const int64_t row_bytes = a.x_row_stride * block_bytes;
     const int nsteps = int(a.ncols_x / values_per_step<T>());
     (void) block_values;
-    // Two m-tiles per block where that still leaves several blocks per SM (a shape decision: it
-    // changes which block holds a row, never how a row is summed).
-    const bool two = a.nrows >= int64_t(32) * 4 * sm_count();
     for (int64_t c0 = 0; c0 < a.ncols; c0 += 8 * MAX_NT) {
         const int nc = int(std::min<int64_t>(8 * MAX_NT, a.ncols - c0));
         const uint8_t * y = static_cast<const uint8_t *>(a.y) + c0 * a.y_col_stride * Q8_1_BYTES;
         float * dst = a.dst + c0 * a.dst_col_stride;
         const int nt = (nc + 7) / 8;
-        if (two) {
-            launch_nt<T, 2>(nt, a, nc, y, dst, s, row_bytes, nsteps);
-        } else {
-            launch_nt<T, 1>(nt, a, nc, y, dst, s, row_bytes, nsteps);
-        }
+        launch_nt<T, 1>(nt, a, nc, y, dst, s, row_bytes, nsteps);   // one m-tile of 16 rows per block tile
     }
 }
 
@@ -580,7 +587,8 @@ bool exact_mmv_supports(int type, int64_t ncols_x) {
         case EXACT_MMV_Q4_0: return ncols_x % 32 == 0 && (ncols_x / 32 * Q4_0_BYTES) % 8 == 0;
         case EXACT_MMV_Q5_0: return ncols_x % 32 == 0 && (ncols_x / 32 * Q5_0_BYTES) % 8 == 0;
         case EXACT_MMV_Q8_0: return ncols_x % 32 == 0 && (ncols_x / 32 * Q8_0_BYTES) % 8 == 0;
-        case EXACT_MMV_Q4_K: case EXACT_MMV_Q6_K: return ncols_x % 256 == 0;
+        case EXACT_MMV_Q4_K: return ncols_x % 256 == 0;              // 144-byte super-blocks
+        case EXACT_MMV_Q6_K: return ncols_x % 1024 == 0;             // 210-byte super-blocks, 4 to 8 bytes
         default: return false;
     }
 }
