@@ -544,11 +544,10 @@ void launch_nt(int nt, const ExactMmvArgs & a, int ncols, const uint8_t * y, flo
 }
 
 template <int T>
-void run_type(const ExactMmvArgs & a, int block_bytes, int block_values) {
+void run_type(const ExactMmvArgs & a, int block_bytes) {
     cudaStream_t s = static_cast<cudaStream_t>(a.stream);
     const int64_t row_bytes = a.x_row_stride * block_bytes;
     const int nsteps = int(a.ncols_x / values_per_step<T>());
-    (void) block_values;
     for (int64_t c0 = 0; c0 < a.ncols; c0 += 8 * MAX_NT) {
         const int nc = int(std::min<int64_t>(8 * MAX_NT, a.ncols - c0));
         const uint8_t * y = static_cast<const uint8_t *>(a.y) + c0 * a.y_col_stride * Q8_1_BYTES;
@@ -598,11 +597,11 @@ void exact_mmv_run(const ExactMmvArgs & a) {
         return;
     }
     switch (a.type) {
-        case EXACT_MMV_Q4_0: run_type<T_Q4_0>(a, Q4_0_BYTES, 32); break;
-        case EXACT_MMV_Q5_0: run_type<T_Q5_0>(a, Q5_0_BYTES, 32); break;
-        case EXACT_MMV_Q8_0: run_type<T_Q8_0>(a, Q8_0_BYTES, 32); break;
-        case EXACT_MMV_Q4_K: run_type<T_Q4_K>(a, Q4_K_BYTES, 256); break;
-        case EXACT_MMV_Q6_K: run_type<T_Q6_K>(a, Q6_K_BYTES, 256); break;
+        case EXACT_MMV_Q4_0: run_type<T_Q4_0>(a, Q4_0_BYTES); break;
+        case EXACT_MMV_Q5_0: run_type<T_Q5_0>(a, Q5_0_BYTES); break;
+        case EXACT_MMV_Q8_0: run_type<T_Q8_0>(a, Q8_0_BYTES); break;
+        case EXACT_MMV_Q4_K: run_type<T_Q4_K>(a, Q4_K_BYTES); break;
+        case EXACT_MMV_Q6_K: run_type<T_Q6_K>(a, Q6_K_BYTES); break;
         default: break;
     }
 }
