@@ -152,6 +152,17 @@ mmv() {  # csrc/cuda/exact_mmv.cu alone: correctness per weight type and width, 
   /tmp/pyspec-gpu/mmv --bench 2>&1 | tee "$OUT/mmv_bench.log"
 }
 
+mmv_ncu() {  # Nsight Compute on the exact kernel alone: 8B gate/up (Q4_K 14336 x 4096) at k = 1 and k = 16 (not yet run)
+  [ -x /tmp/pyspec-gpu/mmv ] || nvcc -O3 -std=c++17 -arch=sm_90a -Icsrc/cuda benchmarks/gpu/exact_mmv_check.cu \
+    csrc/cuda/exact_mmv.cu -o /tmp/pyspec-gpu/mmv 2>&1 | grep -i error
+  local skip
+  for skip in 815 965; do  # --bench order: 3 shapes x 9 widths x 30 runs before gate/up; widths 1, 2, 4, 8, 9, 16: k=1 at +5, k=16 at +5*30+5
+    ncu --kernel-name regex:exact_mmv --launch-skip $skip --launch-count 1 --section SpeedOfLight --section Occupancy --section WarpStateStats \
+      --section MemoryWorkloadAnalysis /tmp/pyspec-gpu/mmv --bench 2>&1 | grep -v "^==PROF==" | \
+      grep -E "exact_mmv_kernel|Throughput|Duration|Achieved|Theoretical Occupancy|Registers|Stall|Warp Cycles|Memory \[%\]|DRAM|L1|Block Limit|Waves" | head -40
+  done
+}
+
 ncu_profile() {  # per-kernel time of one decode and one 16-token verify (exact and fast), Gemma and 8B
   (cd /tmp && python3 "$ROOT/benchmarks/gpu/ncu_table.py" --out "$OUT" "$MODELS/synth-8b-q4_k_m.gguf" ${PYSPEC_GEMMA:-})
 }
