@@ -218,6 +218,10 @@ class Engine:
         """
         Bytes of the target context: KV cache (recurrent state included) and compute buffers.
         """
+    def memory_by_buffer(self) -> list[dict]:
+        """
+        llama.cpp's breakdown of the target context by buffer type (one per device, plus host buffers): the target's weights (model), KV cache and recurrent state (context) and compute buffers, in bytes; simulated on a no_alloc model. memory() sums the last two.
+        """
     def reset(self) -> None:
         """
         Clears the memory.

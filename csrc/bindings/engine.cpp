@@ -5,7 +5,9 @@
 
 #include "bindings/bindings.h"
 #include "engine/engine.h"
+#include "engine/context.h"
 #include "engine/error.h"
+#include "engine/threads.h"
 
 namespace pyspec {
 
@@ -59,6 +61,11 @@ static GenerateParams generate_params(py::object options, py::kwargs changes) {
 }
 
 void register_engine(py::module_ & m) {
+    m.def("default_threads", &default_n_threads, R"pbdoc(
+        The CPU threads a context uses when n_threads is 0 (pyspec.default_threads): $PYSPEC_THREADS
+        (InvalidParameterError unless a whole number >= 1), else the physical cores among the CPUs
+        this process may run on (its affinity mask); hyperthreads of one core count once.
+    )pbdoc");
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine", R"pbdoc(
         A target context (KV cache) and the speculative decode loop.
 
@@ -66,7 +73,8 @@ void register_engine(py::module_ & m) {
           model: the target pyspec._core.Model.
           n_ctx: context size in tokens.
           n_batch: prompt tokens per forward pass.
-          n_threads: CPU threads (0: all hardware threads).
+          n_threads: CPU threads (0: default_threads(): $PYSPEC_THREADS, else the physical cores of this
+            process's CPU mask).
           flash_attn: -1 auto, 0 off, 1 on (exact mode forces its own choice).
           type_k, type_v: KV cache types ("f16", "q8_0", ...).
           exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
@@ -183,8 +191,25 @@ void register_engine(py::module_ & m) {
                  r["compute_bytes"] = m.compute_bytes;
                  return r;
              }, "Bytes of the target context: KV cache (recurrent state included) and compute buffers.")
+        .def("memory_by_buffer", [](const Engine & e) {
+                 py::list out;
+                 for (const BufferMemory & b : context_memory_by_buffer(e.ctx())) {
+                     py::dict d;
+                     d["buffer"] = b.buffer;
+                     d["device"] = b.device;
+                     d["host"] = b.host;
+                     d["model_bytes"] = b.model;
+                     d["context_bytes"] = b.context;
+                     d["compute_bytes"] = b.compute;
+                     out.append(d);
+                 }
+                 return out;
+             }, "llama.cpp's breakdown of the target context by buffer type (one per device, plus host "
+                "buffers): the target's weights (model), KV cache and recurrent state (context) and compute "
+                "buffers, in bytes; simulated on a no_alloc model. memory() sums the last two.")
         .def("device_argmax_available", &Engine::device_argmax_available,
              "Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off).")
+        .def_property_readonly("n_threads", &Engine::n_threads, "The CPU threads of the target context.")
         .def_property_readonly("model", &Engine::model);
 }
 

@@ -1,10 +1,12 @@
 #include "engine/context.h"
 
 #include <algorithm>
-#include <thread>
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "engine/threads.h"
+#include "ggml-backend.h"
+#include "llama-ext.h"
 
 namespace pyspec {
 
@@ -17,8 +19,7 @@ llama_context_params context_params(const ContextSpec & s) {
     cp.n_rs_seq = s.n_rs_seq;
     cp.n_outputs_max = s.n_outputs_max;
     cp.n_outputs_max_per_seq = s.n_outputs_max_per_seq;
-    const int32_t hw = int32_t(std::max(1u, std::thread::hardware_concurrency()));
-    cp.n_threads = s.n_threads > 0 ? s.n_threads : hw;
+    cp.n_threads = s.n_threads > 0 ? s.n_threads : default_n_threads();
     cp.n_threads_batch = cp.n_threads;
     cp.ctx_type = s.type;
     cp.type_k = s.type_k;
@@ -49,6 +50,16 @@ void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what) 
     if (!llama_set_batch_invariant(ctx, exact) && exact)
         throw UnsupportedError(what + ": a backend of this context has no exact (batch-invariant) kernels; "
                                "use kernels='fast' (--kernels fast), which is not lossless, or run on the CPU");
+}
+
+std::vector<BufferMemory> context_memory_by_buffer(const llama_context * ctx) {
+    std::vector<BufferMemory> out;
+    for (const auto & [buft, b] : llama_get_memory_breakdown(ctx)) {
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+        out.push_back({ggml_backend_buft_name(buft), dev ? ggml_backend_dev_name(dev) : "",
+                       ggml_backend_buft_is_host(buft), b.model, b.context, b.compute});
+    }
+    return out;
 }
 
 ggml_type kv_type_from_name(const std::string & name) {

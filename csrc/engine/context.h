@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/model.h"
 #include "llama.h"
@@ -19,7 +20,7 @@ struct ContextSpec {
     uint32_t n_outputs_max = 0;          // rows with outputs per ubatch; 0: n_batch
     uint32_t n_outputs_max_per_seq = 1;  // rows a backend sampler may read (llama.cpp's default)
     uint32_t n_rs_seq = 0;               // recurrent-state snapshots for rollback
-    int32_t  n_threads = 0;              // 0: hardware threads
+    int32_t  n_threads = 0;              // 0: default_n_threads() (engine/threads.h)
     // Exact (batch-invariant) kernels: a token's logits do not depend on the
     // batch that computes them. flash_attn: -1 auto (exact: on), 0 off, 1 on.
     bool     exact = false;
@@ -43,6 +44,18 @@ ContextPtr new_context(llama_model * model, const ContextSpec & s, const std::st
 // Switches a context's backends to exact (batch-invariant) or fast kernels;
 // UnsupportedError if exact is asked and a backend has no such mode.
 void set_kernel_mode(llama_context * ctx, bool exact, const std::string & what);
+
+// One buffer type's share of a context, from llama.cpp's memory breakdown:
+// one per device, plus host buffers. Simulated on a no_alloc model.
+struct BufferMemory {
+    std::string buffer;  // the buffer type's name ("CPU", "CUDA0", "CUDA_Host", ...)
+    std::string device;  // its device's name, "" when it has none
+    bool   host = false;     // host memory
+    size_t model = 0;        // the model's weights in it
+    size_t context = 0;      // KV cache and recurrent state
+    size_t compute = 0;      // compute buffers
+};
+std::vector<BufferMemory> context_memory_by_buffer(const llama_context * ctx);
 
 // Named KV cache type ("f16", "q8_0", ...) to ggml_type; throws on unknown names.
 ggml_type kv_type_from_name(const std::string & name);
