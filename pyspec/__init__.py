@@ -20,17 +20,19 @@ except ImportError as _e:  # the source tree without the compiled engine
         "on sys.path.") from _e
 from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, default_threads, memory_report, model_info
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
-                     InvalidParameterError, ModelFileNotFoundError, ModelLoadError, PyspecError,
+                     InvalidParameterError, MemoryBudgetError, ModelFileNotFoundError, ModelLoadError, PyspecError,
                      UnknownOptionError, UnsupportedError, VocabMismatchError)
 from .models import default_model_path
 from .options import GenerationOptions
+from .plan import Plan, parse_size, plan
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM", "GenerationOptions", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "default_model_path",
+    "LLM", "GenerationOptions", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "plan", "Plan", "parse_size",
+    "default_model_path",
     "default_threads",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
-    "ContextOverflowError", "InvalidParameterError", "UnknownOptionError", "DecodeError", "UnsupportedError",
+    "ContextOverflowError", "InvalidParameterError", "MemoryBudgetError", "UnknownOptionError", "DecodeError", "UnsupportedError",
     "GenerationInterrupted",
 ]

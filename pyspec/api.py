@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 from . import _core
 from ._gguf import check_gguf
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, MemoryBudgetError
 from .models import default_model_path
 from .options import SPEC_TYPES, GenerationOptions, with_option_keywords
 from .threads import default_threads
@@ -140,6 +140,10 @@ class LLM:
         templates ("chatml", "gemma", "llama3", ...); None: the GGUF's own
         (tokenizer.chat_template). A GGUF without one is most likely a base
         model: chat() then raises instead of guessing a format.
+      memory_budget: "48GiB", "512MiB", "2GB" or bytes: pyspec.plan() chooses type_k,
+        type_v, n_batch and dflash_window (the values given are the most it uses) so
+        that the memory fits, from simulated allocations; the Plan is `LLM.plan`.
+        MemoryBudgetError when nothing fits (it says the largest n_ctx that does).
       verbose: echo llama.cpp's log.
 
     Example:
@@ -152,7 +156,8 @@ class LLM:
                  flash_attn: Optional[bool] = None, type_k: str = "f16", type_v: str = "f16",
                  kernels: str = "exact", draft_model: Optional[Union[str, os.PathLike]] = None,
                  mtp: Optional[bool] = None, dflash_window: int = 4096,
-                 chat_template: Optional[str] = None, verbose: bool = False):
+                 chat_template: Optional[str] = None, memory_budget: Optional[Union[str, int]] = None,
+                 verbose: bool = False):
         if kernels not in ("exact", "fast"):
             raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
         for name, v in (("type_k", type_k), ("type_v", type_v)):
@@ -172,6 +177,16 @@ class LLM:
                                         f"got {dflash_window!r}")
         _core.set_verbose(verbose)
         path = check_gguf(model_path) if model_path is not None else default_model_path()
+        self.plan = None
+        if memory_budget is not None:
+            from .plan import plan
+            self.plan = plan(path, budget=memory_budget, n_ctx=n_ctx, draft_model=draft_model,
+                             n_gpu_layers=n_gpu_layers, n_batch=n_batch, type_k=type_k, type_v=type_v,
+                             dflash_window=dflash_window, kernels=kernels, flash_attn=flash_attn, mtp=mtp)
+            if not self.plan.fits:
+                raise MemoryBudgetError(self.plan.message)
+            type_k, type_v, n_batch = self.plan.type_k, self.plan.type_v, self.plan.n_batch
+            dflash_window = self.plan.dflash_window if self.plan.dflash_window is not None else dflash_window
         self.model_path = str(path)
         self.kernels = kernels
         self.chat_template = chat_template

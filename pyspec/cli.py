@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
     from .bench import add_bench_parser  # pyspec bench (pyspec/bench.py)
     add_bench_parser(sub)
+    from .plan import add_plan_parser  # pyspec plan (pyspec/plan.py)
+    add_plan_parser(sub)
     return ap
 
 

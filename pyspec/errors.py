@@ -31,6 +31,11 @@ class InvalidParameterError(PyspecError, ValueError):
     """A parameter is out of range or inconsistent with another."""
 
 
+class MemoryBudgetError(InvalidParameterError):
+    """No configuration fits the memory budget (LLM(memory_budget=...)); the message says the
+    largest context that fits and what to change."""
+
+
 class UnknownOptionError(InvalidParameterError, TypeError):
     """A keyword that is not a generation option (a GenerationOptions field); also a
     TypeError, as an unexpected keyword argument is in Python."""
