@@ -117,6 +117,11 @@ class DraftModelDrafter(Drafter):
         """
         Bytes of the draft model's context (its weights are the Model's).
         """
+    @property
+    def n_threads(self) -> int:
+        """
+        The CPU threads of the drafter's context.
+        """
 class FeatureDrafter(Drafter):
     """
             Base of the drafters that read the target's hidden states (mtp,
@@ -172,7 +177,8 @@ class Engine:
               model: the target pyspec._core.Model.
               n_ctx: context size in tokens.
               n_batch: prompt tokens per forward pass.
-              n_threads: CPU threads (0: all hardware threads).
+              n_threads: CPU threads (0: default_threads(): $PYSPEC_THREADS, else the physical cores of this
+                process's CPU mask).
               flash_attn: -1 auto, 0 off, 1 on (exact mode forces its own choice).
               type_k, type_v: KV cache types ("f16", "q8_0", ...).
               exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
@@ -250,9 +256,20 @@ class Engine:
     @property
     def n_past(self) -> int:
         ...
+    @property
+    def n_threads(self) -> int:
+        """
+        The CPU threads of the target context.
+        """
 def acceptance_probability(p: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], x: typing.SupportsInt | typing.SupportsIndex, q: typing.Annotated[numpy.typing.ArrayLike, numpy.float64] | None = None) -> float:
     """
     min(1, p(x)/q(x)) (q None: one-hot at x).
+    """
+def default_threads() -> int:
+    """
+    The CPU threads a context uses when n_threads is 0 (pyspec.default_threads): $PYSPEC_THREADS
+    (InvalidParameterError unless a whole number >= 1), else the physical cores among the CPUs
+    this process may run on (its affinity mask); hyperthreads of one core count once.
     """
 def build_info() -> dict:
     """

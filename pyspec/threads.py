@@ -8,32 +8,16 @@ import sys
 import time
 from typing import Optional
 
-from .errors import InvalidParameterError
 
 
 def default_threads() -> int:
     """The CPU threads an LLM uses when n_threads is None: $PYSPEC_THREADS, else the
     physical cores among the CPUs this process may run on (its affinity mask, e.g.
-    `taskset`), as llama.cpp counts them: hyperthreads of one core share its units."""
-    env = os.environ.get("PYSPEC_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise InvalidParameterError(f"PYSPEC_THREADS must be a whole number >= 1, got {env!r}; "
-                                        "unset it to use the default (the physical cores)")
-        return int(env)
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for c in cpus:
-        topo = f"/sys/devices/system/cpu/cpu{c}/topology/"
-        try:
-            with open(topo + "physical_package_id") as f, open(topo + "core_id") as g:
-                cores.add((f.read().strip(), g.read().strip()))
-        except OSError:
-            cores.add(("cpu", str(c)))  # no topology: count the CPU itself
-    return max(1, len(cores))
+    `taskset`), as llama.cpp counts them: hyperthreads of one core share its units.
+    The engine's own rule (_core.default_threads), which _core.Engine and the drafters
+    apply to n_threads=0 too. InvalidParameterError for a bad $PYSPEC_THREADS."""
+    from . import _core
+    return _core.default_threads()
 
 
 def _cpus() -> list:

@@ -22,6 +22,19 @@ def test_pyspec_threads_overrides_the_default(monkeypatch, tiny_target):
         pyspec.LLM(tiny_target, n_threads=0)
 
 
+def test_the_engine_applies_the_same_default(monkeypatch, tiny_target):
+    """_core.Engine and the draft-model drafter used directly (n_threads=0) follow the same rule,
+    not one thread per hardware thread."""
+    from pyspec import _core
+    model = _core.Model(str(tiny_target))
+    monkeypatch.setenv("PYSPEC_THREADS", "3")
+    assert _core.Engine(model, n_ctx=64).n_threads == 3
+    assert _core.DraftModelDrafter(model, model, n_ctx=64).n_threads == 3
+    monkeypatch.setenv("PYSPEC_THREADS", "two")
+    with pytest.raises(pyspec.InvalidParameterError, match="PYSPEC_THREADS must be a whole number >= 1"):
+        _core.Engine(model, n_ctx=64)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs a CPU affinity mask of 2+ CPUs")
 def test_the_default_follows_the_cpus_this_process_may_use(tiny_target):
@@ -29,10 +42,11 @@ def test_the_default_follows_the_cpus_this_process_may_use(tiny_target):
     env = {k: v for k, v in os.environ.items() if k != "PYSPEC_THREADS"}
     one = min(os.sched_getaffinity(0))
     r = subprocess.run([sys.executable, "-c", f"import os, pyspec; os.sched_setaffinity(0, {{{one}}}); "
-                        f"print(pyspec.default_threads(), pyspec.LLM({str(tiny_target)!r}, n_ctx=64).n_threads)"],
+                        f"print(pyspec.default_threads(), pyspec.LLM({str(tiny_target)!r}, n_ctx=64).n_threads, "
+                        f"pyspec._core.Engine(pyspec._core.Model({str(tiny_target)!r}), n_ctx=64).n_threads)"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["1", "1"]
+    assert r.stdout.split() == ["1", "1", "1"]
 
 
 def test_busy_cpus_from_two_samples(tmp_path):

@@ -85,6 +85,7 @@ void register_drafters(py::module_ & m) {
              py::arg("draft"), py::arg("target"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0,
              py::arg("p_min") = 0.0f, py::arg("exact") = true, py::arg("flash_attn") = -1,
              py::keep_alive<1, 2>())
+        .def_property_readonly("n_threads", &DraftModelDrafter::n_threads, "The CPU threads of the drafter's context.")
         .def("memory", [](const DraftModelDrafter & d) {
                  const ContextMemory m = d.memory();
                  py::dict r;

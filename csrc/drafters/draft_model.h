@@ -10,7 +10,7 @@ namespace pyspec {
 
 struct DraftModelParams {
     uint32_t n_ctx = 4096;
-    int32_t  n_threads = 0;
+    int32_t  n_threads = 0;  // 0: default_n_threads() (engine/threads.h)
     float    p_min = 0.0f;  // stop drafting when the drafter's top probability falls below this
     bool     exact = true;  // batch-invariant kernels, as for the target
     int32_t  flash_attn = -1;  // as for the target
@@ -25,6 +25,7 @@ public:
     Draft draft(int32_t n_max) override;
     void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
     ContextMemory memory() const { return context_memory(ctx_.get()); }
+    int32_t n_threads() const { return llama_n_threads(ctx_.get()); }
 
 private:
     void sync_cache();  // make the drafter's memory hold exactly history_ (but its last token)

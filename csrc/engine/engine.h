@@ -18,7 +18,7 @@ namespace pyspec {
 struct ContextParams {
     uint32_t n_ctx = 4096;
     uint32_t n_batch = 512;     // prompt chunk per llama_decode
-    int32_t  n_threads = 0;     // 0: hardware threads
+    int32_t  n_threads = 0;     // 0: default_n_threads() (engine/threads.h)
     int32_t  flash_attn = -1;   // -1 auto (exact mode: on), 0 off, 1 on
     std::string type_k = "f16";
     std::string type_v = "f16";
@@ -89,6 +89,7 @@ public:
     int32_t n_past() const { return int32_t(committed_.size()); }
     // The context size: ContextParams::n_ctx rounded up to a multiple of 256 (llama.cpp's rounding).
     uint32_t n_ctx() const { return llama_n_ctx(ctx_.get()); }
+    int32_t  n_threads() const { return llama_n_threads(ctx_.get()); }
     const std::shared_ptr<Model> & model() const { return target_; }
     const ContextParams & params() const { return params_; }
     llama_context * ctx() const { return ctx_.get(); }
