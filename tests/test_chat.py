@@ -29,6 +29,14 @@ def test_a_model_without_a_template_refuses_to_chat(base_gemma3):
     assert len(llm.generate("the sort of", max_tokens=4, ignore_eos=True).tokens) == 4
 
 
+def test_the_engine_refuses_too_without_a_template(base_gemma3):
+    """_core.Model used directly: the same refusal, not a template guessed from the architecture."""
+    model = pyspec.LLM(base_gemma3, n_ctx=256)._model
+    with pytest.raises(pyspec.InvalidParameterError, match="has no chat template.*base model"):
+        model.apply_chat_template([("user", "Say hello.")])
+    assert model.apply_chat_template([("user", "Say hello.")], True, "gemma").startswith("<start_of_turn>user")
+
+
 def test_a_template_given_by_name_is_used(base_gemma3):
     llm = pyspec.LLM(base_gemma3, n_ctx=256, chat_template="gemma")
     text = llm.apply_chat_template(MSGS)

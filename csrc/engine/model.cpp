@@ -135,14 +135,15 @@ std::string Model::apply_chat_template(const std::vector<std::pair<std::string, 
     std::string tmpl_s = tmpl_override;
     if (tmpl_s.empty()) {
         const char * own = llama_model_chat_template(model_.get(), nullptr);
-        // Some GGUFs ship without tokenizer.chat_template; the family's
-        // built-in template is the right one for those we know.
-        const std::string arch = meta("general.architecture");
-        if (own) tmpl_s = own;
-        else if (arch.rfind("gemma", 0) == 0) tmpl_s = "gemma";
-        else throw InvalidParameterError("'" + path_ + "' has no chat template (tokenizer.chat_template); "
-                                         "pass chat_template= (a template or a built-in name such as 'chatml') "
-                                         "or use generate() with a plain prompt");
+        // No guess from the architecture: a GGUF without a template is most
+        // likely a base model, which continues any chat markup as text.
+        if (!own)
+            throw InvalidParameterError("'" + path_ + "' has no chat template (GGUF key tokenizer.chat_template) "
+                                        "and no template was given: it is most likely a base model, not tuned "
+                                        "for chat. Use a plain prompt, an instruction-tuned GGUF, or pass a "
+                                        "template or a built-in name such as 'gemma' or 'chatml' if you know "
+                                        "the format the model was tuned with");
+        tmpl_s = own;
     }
     const char * tmpl = tmpl_s.c_str();
     std::vector<llama_chat_message> msgs;

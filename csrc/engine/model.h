@@ -72,7 +72,7 @@ public:
     std::string detokenize(const std::vector<llama_token> & tokens, bool special = false) const;
     // Formats a chat with `tmpl` (a template text or the name of one of
     // llama.cpp's built-in templates); empty: the GGUF's own template
-    // (tokenizer.chat_template), else the architecture family's built-in one.
+    // (tokenizer.chat_template); InvalidParameterError when it has none.
     std::string apply_chat_template(const std::vector<std::pair<std::string, std::string>> & messages,
                                     bool add_assistant, const std::string & tmpl = "") const;
     // Metadata value, or "" when the key is absent.
