@@ -217,6 +217,18 @@ class LLM:
         """Token ids to text (special tokens are not rendered)."""
         return self._model.detokenize(list(tokens)).decode("utf-8", errors="replace")
 
+    def _continuation_bytes(self, tokens: Sequence[int]) -> bytes:
+        """The bytes generated tokens add to the text, piece by piece: unlike detokenize(), a
+        continuation keeps its leading space, and end-of-generation tokens add nothing. A
+        Generation's text and its stream's chunks are both made from these, so the chunks'
+        texts add up to Generation.text."""
+        return b"".join(self._model.token_to_bytes(t) for t in tokens if not self._model.is_eog(t))
+
+    def _continuation_text(self, tokens: Sequence[int]) -> str:
+        # decoded as a stream's chunks are: an incomplete UTF-8 character at the end (a token
+        # that carries only part of it, then the generation stopped) is left out
+        return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(self._continuation_bytes(tokens))
+
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """Formats [{"role": ..., "content": ...}, ...] with the GGUF's own chat template (or
         the chat_template given to the LLM). Raises InvalidParameterError when there is neither:
@@ -308,7 +320,7 @@ class LLM:
         toks, opts, spec_type, drafter = prepared
         with self._lock, (inside or contextlib.nullcontext()):
             r = self._engine.generate(toks, opts, drafter=drafter, on_step=on_step)
-        return Generation(text=self.detokenize(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
+        return Generation(text=self._continuation_text(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
                           finish_reason=r["finish_reason"], spec_type=spec_type, seed=opts.seed)
 
     @with_option_keywords
@@ -416,9 +428,7 @@ class _Stream:
             self._thread.join()
             raise item
         tokens, n_from_draft = item
-        data = b"".join(self._llm._model.token_to_bytes(t) for t in tokens
-                        if not self._llm._model.is_eog(t))
-        return Chunk(text=self._decoder.decode(data), tokens=tokens,
+        return Chunk(text=self._decoder.decode(self._llm._continuation_bytes(tokens)), tokens=tokens,
                      from_draft=[i < n_from_draft for i in range(len(tokens))])
 
     def close(self) -> None:
