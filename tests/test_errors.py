@@ -138,7 +138,7 @@ def test_fast_kernels_run_on_the_default_model(gemma_path, tiny_target):
     """kernels='fast' (weight repacking) on the default model took the
     interpreter down on an AMX CPU (issue 10); it must run on whatever CPU this is."""
     code = textwrap.dedent(f"""
-        llm = pyspec.LLM({str(gemma_path)!r}, n_ctx=256, n_threads=2, kernels="fast")
+        llm = pyspec.LLM({str(gemma_path)!r}, n_ctx=256, n_threads=1, kernels="fast")
         assert len(llm.generate("Hello", max_tokens=8, ignore_eos=True).tokens) == 8
         assert len(llm.generate("Hello", max_tokens=8, spec_type="ngram", ignore_eos=True).tokens) == 8
     """)
