@@ -378,6 +378,38 @@ class LLM:
         return model_info(self.model_path)
 
 
+class _Interrupter:
+    """Stops one generation that runs in a worker thread, from any thread, for _Stream and the server.
+
+    The engine's interrupt() is seen between prompt chunks, so a long prompt is not finished
+    first; it is sent only while this generation holds the engine (inside engine_call()), never
+    to a later one. `stopped` tells the step callback to end the generation: it covers a stop
+    that lands before the engine has begun (generate() drops an earlier interrupt() request
+    when it starts). interrupt() goes first, so that whoever waits for `stopped` finds it sent."""
+
+    def __init__(self, llm: "LLM"):
+        self._llm = llm
+        self._state = threading.Lock()
+        self._in_engine = False
+        self.stopped = threading.Event()
+
+    @contextlib.contextmanager
+    def engine_call(self):
+        with self._state:
+            self._in_engine = True
+        try:
+            yield
+        finally:
+            with self._state:
+                self._in_engine = False
+
+    def stop(self) -> None:
+        with self._state:
+            if self._in_engine:
+                self._llm._engine.interrupt()
+        self.stopped.set()
+
+
 class _Stream:
     """Iterator over a generation running in a worker thread."""
 
@@ -386,19 +418,17 @@ class _Stream:
     def __init__(self, llm: LLM, prepared):
         self.result: Optional[Generation] = None
         self._q: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
+        self._stopper = _Interrupter(llm)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._llm = llm
-        self._state = threading.Lock()
-        self._in_engine = False
 
         def on_step(tokens, n_from_draft):
             self._q.put((list(tokens), n_from_draft))
-            return not self._stop.is_set()
+            return not self._stopper.stopped.is_set()
 
         def work():
             try:
-                self.result = llm._run(prepared, on_step, inside=self._engine_call())
+                self.result = llm._run(prepared, on_step, inside=self._stopper.engine_call())
                 self._q.put(self._DONE)
             except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
                 self._q.put(e)
@@ -437,27 +467,8 @@ class _Stream:
         self._interrupt()
         self._thread.join()
 
-    @contextlib.contextmanager
-    def _engine_call(self):
-        with self._state:
-            self._in_engine = True
-        try:
-            yield
-        finally:
-            with self._state:
-                self._in_engine = False
-
     def _interrupt(self) -> None:
-        # The engine's interrupt() is seen between prompt chunks, so a long prompt is not
-        # finished first; it is sent only while this stream's generation holds the engine,
-        # never to a later one. _stop tells on_step to end the generation: it covers a close()
-        # that lands before the engine has begun (generate() drops an earlier interrupt()
-        # request when it starts). interrupt() goes first, so that whoever waits for _stop
-        # finds it already sent.
-        with self._state:
-            if self._in_engine:
-                self._llm._engine.interrupt()
-        self._stop.set()
+        self._stopper.stop()
 
     def __del__(self):
         if getattr(self, "_thread", None) is not None and self._thread.is_alive():

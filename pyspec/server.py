@@ -36,6 +36,7 @@ except ImportError as _e:  # pragma: no cover - depends on the environment
 from . import __version__
 from .cli import SERVE_STAGE_NOTE, generation_json
 from .errors import GenerationInterrupted, InvalidParameterError, PyspecError
+from .api import _Interrupter
 from .options import GenerationOptions
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
@@ -325,9 +326,8 @@ class Run:
         self.stopped = False    # a stop string ended it
         self._stops = StopMatcher(job.stops)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._cancel = threading.Event()
-        self._state = threading.Lock()
-        self._in_engine = False
+        self._stopper = _Interrupter(llm)
+        self._cancel = self._stopper.stopped
         self._thread = threading.Thread(target=self._work, name="pyspec-serve-generation", daemon=True)
 
     def start(self) -> None:
@@ -340,20 +340,7 @@ class Run:
         """Stops the generation at its next prompt chunk or step (thread-safe), as _Stream.close does:
         the engine's interrupt() only while this job holds the engine, the on_step stop for a cancel
         that lands before it has begun."""
-        with self._state:
-            if self._in_engine:
-                self.llm._engine.interrupt()
-        self._cancel.set()
-
-    @contextlib.contextmanager
-    def _engine_call(self):
-        with self._state:
-            self._in_engine = True
-        try:
-            yield
-        finally:
-            with self._state:
-                self._in_engine = False
+        self._stopper.stop()
 
     def _emit(self, kind: str, value) -> None:
         try:
@@ -379,7 +366,7 @@ class Run:
 
     def _work(self) -> None:
         try:
-            gen = self.llm._run(self.job.prepared, self._on_step, inside=self._engine_call())
+            gen = self.llm._run(self.job.prepared, self._on_step, inside=self._stopper.engine_call())
             if not self.stopped:
                 self.stopped = self._text(b"", final=True)
                 if not self.stopped and self._stops.pending:
