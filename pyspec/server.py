@@ -356,10 +356,9 @@ class Run:
         return hit
 
     def _on_step(self, tokens, n_from_draft) -> bool:
-        model = self.llm._model
         for t in tokens:
             self.n_tokens += 1
-            if not model.is_eog(t) and self._text(model.token_to_bytes(t)):
+            if self._text(self.llm._continuation_bytes((t,))):
                 self.stopped = True
                 return False  # the engine stops here: nothing after the stop string is generated
         return not self._cancel.is_set()
