@@ -163,10 +163,6 @@ mmv_ncu() {  # Nsight Compute on the exact kernel alone: 8B gate/up (Q4_K 14336 
   done
 }
 
-ncu_profile() {  # per-kernel time of one decode and one 16-token verify (exact and fast), Gemma and 8B
-  (cd /tmp && python3 "$ROOT/benchmarks/gpu/ncu_table.py" --out "$OUT" "$MODELS/synth-8b-q4_k_m.gguf" ${PYSPEC_GEMMA:-})
-}
-
 for step in "$@"; do
   echo "== $step ($(date +%T))"
   # shellcheck disable=SC2086
