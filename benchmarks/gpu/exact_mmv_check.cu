@@ -238,8 +238,30 @@ static void bench_shape(const TypeInfo & ti, int64_t nrows, int64_t k, const cha
     CK(cudaFree(dw)); CK(cudaFree(dy)); CK(cudaFree(dd));
 }
 
+// --one TYPE ROWS K NCOLS: 20 launches of one shape (for ncu: --launch-skip 10 --launch-count 1).
+static int one(int argc, char ** argv, std::mt19937 & rng) {
+    if (argc < 6) { std::fprintf(stderr, "usage: --one TYPE ROWS K NCOLS\n"); return 2; }
+    const TypeInfo * ti = nullptr;
+    for (const TypeInfo & t : TYPES) if (std::string(argv[2]) == t.name) ti = &t;
+    if (!ti) { std::fprintf(stderr, "unknown type %s\n", argv[2]); return 2; }
+    const int64_t nrows = std::atoll(argv[3]), k = std::atoll(argv[4]), ncols = std::atoll(argv[5]), nb = k / 32;
+    std::vector<uint8_t> w = random_weights(*ti, nrows, k, rng);
+    std::vector<float> y(size_t(ncols * k), 0.5f);
+    std::vector<uint8_t> yq = quantize_q8_1(y, k, ncols);
+    void *dw, *dy; float * dd;
+    CK(cudaMalloc(&dw, w.size())); CK(cudaMalloc(&dy, yq.size())); CK(cudaMalloc(&dd, nrows * ncols * 4));
+    CK(cudaMemcpy(dw, w.data(), w.size(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dy, yq.data(), yq.size(), cudaMemcpyHostToDevice));
+    ExactMmvArgs a{ti->type, dw, k / ti->values, nrows, k, dy, nb, ncols, dd, nrows, nullptr};
+    for (int it = 0; it < 20; ++it) exact_mmv_run(a);
+    CK(cudaDeviceSynchronize());
+    std::printf("%s %lld x %lld, %lld columns: 20 launches\n", ti->name, (long long) nrows, (long long) k, (long long) ncols);
+    return 0;
+}
+
 int main(int argc, char ** argv) {
     std::mt19937 rng(1234);
+    if (argc > 1 && std::string(argv[1]) == "--one") return one(argc, argv, rng);
     const bool bench = argc > 1 && std::string(argv[1]) == "--bench";
     if (!bench) {
         bool ok = true;
@@ -253,6 +275,8 @@ int main(int argc, char ** argv) {
         std::printf(ok ? "ALL OK\n" : "FAILURES\n");
         return ok ? 0 : 1;
     }
+    std::printf("WARPS=%d STAGES=%d MT=%d CP16=%d MAGIC_CVT=%d\n", EXACT_MMV_WARPS, EXACT_MMV_STAGES, EXACT_MMV_MT,
+                EXACT_MMV_CP16, EXACT_MMV_MAGIC_CVT);
     const TypeInfo & q4k = TYPES[3], & q6k = TYPES[4], & q5 = TYPES[1], & q8 = TYPES[2];
     bench_shape(q4k, 4096, 4096, "8B attn q/o", rng);
     bench_shape(q4k, 1024, 4096, "8B attn k", rng);

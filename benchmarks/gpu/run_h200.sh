@@ -25,7 +25,7 @@ GEMMA_SIZE=253133792
 GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 OUT=${OUT:-/tmp/pyspec-gpu/out}
 mkdir -p "$SRC" "$MODELS" "$OUT"
-[ -d "$SRC/llama.cpp" ] || tar xzf build/gpu/llama-src.tar.gz -C "$SRC"
+[ -d "$SRC/llama.cpp" ] || [ ! -f build/gpu/llama-src.tar.gz ] || tar xzf build/gpu/llama-src.tar.gz -C "$SRC"
 export LLAMA_CPP_SOURCE_DIR="$SRC/llama.cpp"
 export PYTHONUNBUFFERED=1
 # wheels carried in build/gpu/wheels (pytest, gguf): installed once into /tmp/pyspec-gpu/site
@@ -152,14 +152,40 @@ mmv() {  # csrc/cuda/exact_mmv.cu alone: correctness per weight type and width, 
   /tmp/pyspec-gpu/mmv --bench 2>&1 | tee "$OUT/mmv_bench.log"
 }
 
-mmv_ncu() {  # Nsight Compute on the exact kernel alone: 8B gate/up (Q4_K 14336 x 4096) at k = 1 and k = 16 (not yet run)
-  [ -x /tmp/pyspec-gpu/mmv ] || nvcc -O3 -std=c++17 -arch=sm_90a -Icsrc/cuda benchmarks/gpu/exact_mmv_check.cu \
-    csrc/cuda/exact_mmv.cu -o /tmp/pyspec-gpu/mmv 2>&1 | grep -i error
-  local skip
-  for skip in 815 965; do  # --bench order: 3 shapes x 9 widths x 30 runs before gate/up; widths 1, 2, 4, 8, 9, 16: k=1 at +5, k=16 at +5*30+5
-    ncu --kernel-name regex:exact_mmv --launch-skip $skip --launch-count 1 --section SpeedOfLight --section Occupancy --section WarpStateStats \
-      --section MemoryWorkloadAnalysis /tmp/pyspec-gpu/mmv --bench 2>&1 | grep -v "^==PROF==" | \
-      grep -E "exact_mmv_kernel|Throughput|Duration|Achieved|Theoretical Occupancy|Registers|Stall|Warp Cycles|Memory \[%\]|DRAM|L1|Block Limit|Waves" | head -40
+mmv_sweep() {  # the kernel's tunables (csrc/cuda/exact_mmv.h) against each other: check + bench per variant, built in parallel
+  local d=/tmp/pyspec-gpu/sweep v
+  mkdir -p "$d"
+  git show HEAD:csrc/cuda/exact_mmv.cu > "$d/head.cu" 2>/dev/null && git show HEAD:csrc/cuda/exact_mmv.h > "$d/exact_mmv.h" 2>/dev/null || true
+  declare -A V=([new]="" [cp16]="-DEXACT_MMV_CP16=1" [magic]="-DEXACT_MMV_MAGIC_CVT=1" [w4]="-DEXACT_MMV_WARPS=4"
+                [w4s4]="-DEXACT_MMV_WARPS=4 -DEXACT_MMV_STAGES=4" [s4]="-DEXACT_MMV_STAGES=4" [mt2]="-DEXACT_MMV_MT=2"
+                [w4mt2]="-DEXACT_MMV_WARPS=4 -DEXACT_MMV_MT=2" [w2s4]="-DEXACT_MMV_WARPS=2 -DEXACT_MMV_STAGES=4")
+  for v in "${!V[@]}"; do
+    # shellcheck disable=SC2086
+    nvcc -O3 -std=c++17 -arch=sm_90a ${V[$v]} -Icsrc/cuda benchmarks/gpu/exact_mmv_check.cu csrc/cuda/exact_mmv.cu -o "$d/$v" 2>&1 | grep -i " error" &
+  done
+  nvcc -O3 -std=c++17 -arch=sm_90a -Icsrc/cuda benchmarks/gpu/exact_mmv_check.cu "$d/head.cu" -o "$d/head" 2>&1 | grep -i " error" &
+  wait
+  for v in head new cp16 magic w4 w4s4 s4 mt2 w4mt2 w2s4; do
+    echo "-- $v: ${V[$v]:-}"
+    [ -x "$d/$v" ] || { echo "(did not build)"; continue; }
+    "$d/$v" | tail -1
+    "$d/$v" --bench | tee "$OUT/sweep_$v.log"
+  done
+}
+
+mmv_ncu() {  # Nsight Compute on the exact kernel alone (--one mode of the harness; mmv_sweep builds it)
+  local bin=/tmp/pyspec-gpu/sweep/new ncu_bin shape
+  [ -x "$bin" ] || { mkdir -p /tmp/pyspec-gpu/sweep; nvcc -O3 -std=c++17 -arch=sm_90a -lineinfo -Icsrc/cuda \
+    benchmarks/gpu/exact_mmv_check.cu csrc/cuda/exact_mmv.cu -o "$bin"; }
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+  [ -n "$ncu_bin" ] || { echo "no ncu on this host"; return 0; }
+  for shape in "Q4_K 14336 4096 1" "Q4_K 14336 4096 16" "Q4_K 4096 14336 1" "Q4_K 4096 4096 1" "Q6_K 128256 4096 1" "Q8_0 262144 640 1"; do
+    echo "-- ncu $shape"
+    # shellcheck disable=SC2086
+    "$ncu_bin" --kernel-name regex:exact_mmv --launch-skip 10 --launch-count 1 --set full "$bin" --one $shape \
+      > "$OUT/ncu_${shape// /_}.txt" 2>&1 || true
+    grep -E "Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall|One or More|L1/TEX Hit|L2 Hit|Waves Per SM" \
+      "$OUT/ncu_${shape// /_}.txt" | head -40
   done
 }
 

@@ -28,8 +28,9 @@
 namespace pyspec_cuda {
 namespace {
 
-constexpr int WARPS = 8;     // warps per block, each a fixed share of K (see above)
-constexpr int STAGES = 3;    // shared-memory stages per warp (STAGES - 1 chunks in flight)
+// Tunables: EXACT_MMV_* in exact_mmv.h.
+constexpr int WARPS = EXACT_MMV_WARPS;
+constexpr int STAGES = EXACT_MMV_STAGES;
 constexpr int MAX_NT = 3;    // n-tiles of 8 columns per launch
 constexpr int Q8_1_BYTES = 36;  // block_q8_1: half2 ds (d, d*sum), int8 qs[32]
 
@@ -70,9 +71,20 @@ __device__ __forceinline__ void mma_k16(int (&d)[4], int a0, int a1, int b0) {
 #endif
 }
 
+// float(c) for |c| < 2^22, exactly (every product sum of one mma and every small scale is far
+// below that): 1.5 * 2^23 + c is a float with unit spacing, so the subtraction is exact. The same
+// bits as __int2float_rn, on the integer and FMA pipes instead of the conversion unit.
+__device__ __forceinline__ float i2f_exact(int c) {
+#if EXACT_MMV_MAGIC_CVT
+    return __fsub_rn(__int_as_float(0x4B400000 + c), 12582912.0f);
+#else
+    return __int2float_rn(c);
+#endif
+}
+
 // acc += w * (dy * float(c)): the one accumulation step of every type, in explicit roundings.
 __device__ __forceinline__ float acc_step(float acc, float w, float dy, int c) {
-    return __fmaf_rn(w, __fmul_rn(dy, __int2float_rn(c)), acc);
+    return __fmaf_rn(w, __fmul_rn(dy, i2f_exact(c)), acc);
 }
 
 // Per-thread view of the activations of one launch (the weights come through shared memory): yb[nt]
@@ -244,8 +256,8 @@ struct StepQ4K {
                 for (int h = 0; h < 2; ++h) {
                     int sc, mn;
                     scale_min(q[3], q[4], q[5], 2 * j + h, sc, mn);
-                    ws[h][mt][r] = __fmul_rn(dm.x, float(sc));
-                    wm[h][mt][r] = __fmul_rn(dm.y, float(mn));
+                    ws[h][mt][r] = __fmul_rn(dm.x, i2f_exact(sc));
+                    wm[h][mt][r] = __fmul_rn(dm.y, i2f_exact(mn));
                 }
             }
         // exact integer sums of the activation quants of columns 2t, 2t+1 (for the mins): a row of ones times B
@@ -332,7 +344,7 @@ struct StepQ6K {
 #pragma unroll
                 for (int m = 0; m < 4; ++m) {   // scales[8n + 2m + h]
                     const int sc = int(int8_t(uint32_t(w[mt][r][4 + (m >> 1)]) >> (8 * (2 * (m & 1) + h))));
-                    ws[m][mt][r] = __fmul_rn(d, float(sc));
+                    ws[m][mt][r] = __fmul_rn(d, i2f_exact(sc));
                 }
             }
 #pragma unroll
@@ -353,15 +365,19 @@ struct StepQ6K {
 
 enum : int { T_Q4_0 = 0, T_Q5_0 = 1, T_Q8_0 = 2, T_Q4_K = 3, T_Q6_K = 4 };
 
-__device__ __forceinline__ void cp_async8(void * smem_dst, const void * gmem_src) {
+template <int CP> __device__ __forceinline__ void cp_async(void * smem_dst, const void * gmem_src) {
     const unsigned s = unsigned(__cvta_generic_to_shared(smem_dst));
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" :: "r"(s), "l"(gmem_src) : "memory");
+    if constexpr (CP == 16) {   // L2 only: the weights are read once
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(s), "l"(gmem_src) : "memory");
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" :: "r"(s), "l"(gmem_src) : "memory");
+    }
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
 
 // Chunks of K steps staged through shared memory: STEPS steps of STEP_BYTES bytes per row, in rows
-// of SROW bytes (room for an 8-byte misaligned start).
+// of SROW bytes (room for a start misaligned by up to 15 bytes).
 template <int T> struct Chunk {
     static constexpr bool K_QUANT = T == T_Q4_K || T == T_Q6_K;
     static constexpr int STEPS = 4;
@@ -369,7 +385,7 @@ template <int T> struct Chunk {
     static constexpr int BYTES = T == T_Q4_K ? Q4_K_BYTES : T == T_Q6_K ? Q6_K_BYTES : STEPS * STEP_BYTES;
     // bytes of a chunk of nvalid steps (K-quant rows hold whole super-blocks)
     static __device__ __forceinline__ int bytes(int nvalid) { return K_QUANT ? BYTES : nvalid * STEP_BYTES; }
-    static constexpr int SROW = (BYTES + 8 + 15) / 16 * 16;
+    static constexpr int SROW = (BYTES + (EXACT_MMV_CP16 ? 16 : 8) + 15) / 16 * 16;
 };
 
 template <int T, int MT> constexpr size_t smem_bytes(int nt) {
@@ -378,7 +394,8 @@ template <int T, int MT> constexpr size_t smem_bytes(int nt) {
 
 template <int T> constexpr int values_per_step() { return T == T_Q4_K || T == T_Q6_K ? 64 : 32; }
 
-template <int T, int MT, int NT>
+// CP: bytes per cp.async (16 where a row is a multiple of 16 bytes, else 8); it moves bytes only.
+template <int T, int MT, int NT, int CP>
 __global__ void __launch_bounds__(WARPS * 32) exact_mmv_kernel(
         const uint8_t * __restrict__ x, int64_t row_bytes, int nrows, int nsteps,
         const uint8_t * __restrict__ y, int64_t y_col_bytes, int ncols,
@@ -415,7 +432,7 @@ __global__ void __launch_bounds__(WARPS * 32) exact_mmv_kernel(
     const int ntiles = (nrows + ROWS - 1) / ROWS;
     const int my_tiles = ntiles > int(blockIdx.x) ? (ntiles - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x) : 0;
     const int items = my_tiles * mine;
-    const int delta0 = int(reinterpret_cast<uintptr_t>(x) & 7);   // rows are 8-byte multiples long
+    const int delta0 = int(reinterpret_cast<uintptr_t>(x) & (CP - 1));   // rows are CP-byte multiples long
 
     auto issue = [&](int it) {
         if (it < items) {
@@ -423,13 +440,13 @@ __global__ void __launch_bounds__(WARPS * 32) exact_mmv_kernel(
             const int c = warp + (it % mine) * WARPS;
             const int nbytes = L::bytes(min(L::STEPS, nsteps - c * L::STEPS));
             const size_t off = size_t(c) * L::BYTES;
-            const int delta = int((delta0 + off) & 7);
-            const int n8 = (delta + nbytes + 7) / 8;
+            const int delta = int((delta0 + off) & (CP - 1));
+            const int npieces = (delta + nbytes + CP - 1) / CP;
             uint8_t * dstage = stage(it);
-            for (int q = lane; q < ROWS * n8; q += 32) {
-                const int rr = q / n8, piece = q % n8;
-                const uint8_t * src = x + size_t(min(row0 + rr, nrows - 1)) * row_bytes + off - delta + 8 * piece;
-                cp_async8(dstage + rr * L::SROW + 8 * piece, src);
+            for (int q = lane; q < ROWS * npieces; q += 32) {
+                const int rr = q / npieces, piece = q % npieces;
+                const uint8_t * src = x + size_t(min(row0 + rr, nrows - 1)) * row_bytes + off - delta + CP * piece;
+                cp_async<CP>(dstage + rr * L::SROW + CP * piece, src);
             }
         }
         cp_async_commit();
@@ -453,7 +470,7 @@ __global__ void __launch_bounds__(WARPS * 32) exact_mmv_kernel(
             __syncwarp();
             const int c = warp + j * WARPS, ks0 = c * L::STEPS;
             const int nvalid = min(L::STEPS, nsteps - ks0);
-            const int delta = int((delta0 + size_t(c) * L::BYTES) & 7);
+            const int delta = int((delta0 + size_t(c) * L::BYTES) & (CP - 1));
             const uint8_t * xr[MT][2];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
@@ -515,31 +532,36 @@ int sm_count() {
     return n;
 }
 
-template <int T, int MT, int NT>
+template <int T, int MT, int NT, int CP>
 void launch(const ExactMmvArgs & a, int ncols, const uint8_t * y, float * dst, cudaStream_t s, int64_t row_bytes, int nsteps) {
     constexpr size_t smem = smem_bytes<T, MT>(NT);
     static const bool attr = [] {   // more than the default 48 KiB of dynamic shared memory
-        return cudaFuncSetAttribute(exact_mmv_kernel<T, MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) == cudaSuccess;
+        return cudaFuncSetAttribute(exact_mmv_kernel<T, MT, NT, CP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) == cudaSuccess;
     }();
     (void) attr;
     // as many blocks as fit at once (each loops over row tiles), or one per tile
     static const int per_sm = [] {
         int n = 0;
-        return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, exact_mmv_kernel<T, MT, NT>, WARPS * 32, smem) == cudaSuccess && n > 0 ? n : 1;
+        return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, exact_mmv_kernel<T, MT, NT, CP>, WARPS * 32, smem) == cudaSuccess && n > 0 ? n : 1;
     }();
     const int64_t ntiles = (a.nrows + 16 * MT - 1) / (16 * MT);
     const dim3 grid(unsigned(std::min<int64_t>(ntiles, int64_t(per_sm) * sm_count()))), block(32, WARPS);
-    exact_mmv_kernel<T, MT, NT><<<grid, block, smem, s>>>(static_cast<const uint8_t *>(a.x), row_bytes, int(a.nrows), nsteps,
+    exact_mmv_kernel<T, MT, NT, CP><<<grid, block, smem, s>>>(static_cast<const uint8_t *>(a.x), row_bytes, int(a.nrows), nsteps,
         y, a.y_col_stride * Q8_1_BYTES, ncols, dst, a.dst_col_stride);
 }
 
 template <int T, int MT>
 void launch_nt(int nt, const ExactMmvArgs & a, int ncols, const uint8_t * y, float * dst, cudaStream_t s,
                int64_t row_bytes, int nsteps) {
-    switch (nt) {
-        case 1: launch<T, MT, 1>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        case 2: launch<T, MT, 2>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        default: launch<T, MT, 3>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+    // 16-byte copies where every row is a multiple of 16 bytes (a function of the shape only)
+    const bool cp16 = EXACT_MMV_CP16 && row_bytes % 16 == 0;
+    switch (nt * 2 + (cp16 ? 1 : 0)) {
+        case 2: launch<T, MT, 1, 8>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        case 3: launch<T, MT, 1, 16>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        case 4: launch<T, MT, 2, 8>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        case 5: launch<T, MT, 2, 16>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        case 6: launch<T, MT, 3, 8>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        default: launch<T, MT, 3, 16>(a, ncols, y, dst, s, row_bytes, nsteps); break;
     }
 }
 
@@ -553,7 +575,7 @@ void run_type(const ExactMmvArgs & a, int block_bytes) {
         const uint8_t * y = static_cast<const uint8_t *>(a.y) + c0 * a.y_col_stride * Q8_1_BYTES;
         float * dst = a.dst + c0 * a.dst_col_stride;
         const int nt = (nc + 7) / 8;
-        launch_nt<T, 1>(nt, a, nc, y, dst, s, row_bytes, nsteps);   // one m-tile of 16 rows per block tile
+        launch_nt<T, EXACT_MMV_MT>(nt, a, nc, y, dst, s, row_bytes, nsteps);   // EXACT_MMV_MT m-tiles of 16 rows per block tile
     }
 }
 
@@ -570,7 +592,7 @@ static bool device_ok() {
         int major = 0;
         cudaFuncAttributes attr{};
         const bool good = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 8 &&
-            cudaFuncGetAttributes(&attr, exact_mmv_kernel<T_Q4_K, 1, 1>) == cudaSuccess &&
+            cudaFuncGetAttributes(&attr, exact_mmv_kernel<T_Q4_K, EXACT_MMV_MT, 1, 8>) == cudaSuccess &&
             std::max(attr.binaryVersion, attr.ptxVersion) >= 80;
         ok[dev] = good ? 1 : 2;
     }

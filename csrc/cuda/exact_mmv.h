@@ -4,6 +4,28 @@
 
 #include <cstdint>
 
+// Tunables (compile-time constants, never a function of the width; the harness
+// benchmarks/gpu/exact_mmv_check.cu sweeps them with -D): warps per block, each a fixed share of
+// K (exact_mmv.cu); shared-memory stages per warp (STAGES - 1 chunks in flight); m-tiles of 16 rows
+// per block tile; 16-byte copies where rows are multiples of 16 bytes; exact integer-to-float by
+// the 1.5 * 2^23 trick instead of the conversion unit. CP16 and MAGIC_CVT are off by default: they
+// passed the harness checks in one sweep on the H200 but have not been measured through pyspec.
+#ifndef EXACT_MMV_WARPS
+#define EXACT_MMV_WARPS 8
+#endif
+#ifndef EXACT_MMV_STAGES
+#define EXACT_MMV_STAGES 3
+#endif
+#ifndef EXACT_MMV_MT
+#define EXACT_MMV_MT 1
+#endif
+#ifndef EXACT_MMV_CP16
+#define EXACT_MMV_CP16 0
+#endif
+#ifndef EXACT_MMV_MAGIC_CVT
+#define EXACT_MMV_MAGIC_CVT 0
+#endif
+
 namespace pyspec_cuda {
 
 // Weight types, numbered as ggml_type (checked in exact_mmv_hook.cpp).
