@@ -203,22 +203,34 @@ static bool check_type(const TypeInfo & ti, int64_t nrows, int64_t k, std::mt199
     return ok;
 }
 
+// Device copies of random weights, constant activations (0.5, quantized) and an output, for timing.
+struct TimingBuffers {
+    const TypeInfo & ti;
+    int64_t nrows, k;
+    size_t w_bytes = 0;
+    void * w = nullptr, * y = nullptr;
+    float * dst = nullptr;
+    TimingBuffers(const TypeInfo & t, int64_t rows, int64_t kk, int64_t maxc, std::mt19937 & rng) : ti(t), nrows(rows), k(kk) {
+        std::vector<uint8_t> hw = random_weights(ti, nrows, k, rng);
+        std::vector<uint8_t> hy = quantize_q8_1(std::vector<float>(size_t(maxc * k), 0.5f), k, maxc);
+        w_bytes = hw.size();
+        CK(cudaMalloc(&w, hw.size())); CK(cudaMalloc(&y, hy.size())); CK(cudaMalloc(&dst, nrows * maxc * 4));
+        CK(cudaMemcpy(w, hw.data(), hw.size(), cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(y, hy.data(), hy.size(), cudaMemcpyHostToDevice));
+    }
+    ~TimingBuffers() { cudaFree(w); cudaFree(y); cudaFree(dst); }
+    ExactMmvArgs args(int64_t ncols) const { return {ti.type, w, k / ti.values, nrows, k, y, k / 32, ncols, dst, nrows, nullptr}; }
+};
+
 static void bench_shape(const TypeInfo & ti, int64_t nrows, int64_t k, const char * what, std::mt19937 & rng) {
-    const int64_t maxc = 32, nb = k / 32;
-    std::vector<uint8_t> w = random_weights(ti, nrows, k, rng);
-    std::vector<float> y(size_t(maxc * k), 0.5f);
-    std::vector<uint8_t> yq = quantize_q8_1(y, k, maxc);
-    void *dw, *dy; float * dd;
-    CK(cudaMalloc(&dw, w.size())); CK(cudaMalloc(&dy, yq.size())); CK(cudaMalloc(&dd, nrows * maxc * 4));
-    CK(cudaMemcpy(dw, w.data(), w.size(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dy, yq.data(), yq.size(), cudaMemcpyHostToDevice));
+    const TimingBuffers buf(ti, nrows, k, 32, rng);
     // a buffer larger than L2 to evict the weights between launches
     static void * flush = nullptr; const size_t flush_bytes = 256u << 20;
     if (!flush) { CK(cudaMalloc(&flush, flush_bytes)); }
     cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    std::printf("%-5s %-14s %6lld x %5lld (%6.2f MB):", ti.name, what, (long long) nrows, (long long) k, w.size() / 1e6);
+    std::printf("%-5s %-14s %6lld x %5lld (%6.2f MB):", ti.name, what, (long long) nrows, (long long) k, buf.w_bytes / 1e6);
     for (int wdt : {1, 2, 4, 8, 9, 16, 17, 24, 32}) {
-        ExactMmvArgs a{ti.type, dw, k / ti.values, nrows, k, dy, nb, wdt, dd, nrows, nullptr};
+        const ExactMmvArgs a = buf.args(wdt);
         std::vector<float> ts;
         for (int it = 0; it < 30; ++it) {
             CK(cudaMemsetAsync(flush, it, flush_bytes));
@@ -232,10 +244,9 @@ static void bench_shape(const TypeInfo & ti, int64_t nrows, int64_t k, const cha
         std::sort(ts.begin(), ts.end());
         const float us = ts[ts.size() / 2];
         std::printf(" %d:%.1f", wdt, us);
-        if (wdt == 1) std::printf("us(%.0fGB/s)", w.size() / (us * 1e3));
+        if (wdt == 1) std::printf("us(%.0fGB/s)", buf.w_bytes / (us * 1e3));
     }
     std::printf("\n");
-    CK(cudaFree(dw)); CK(cudaFree(dy)); CK(cudaFree(dd));
 }
 
 // --one TYPE ROWS K NCOLS: 20 launches of one shape (for ncu: --launch-skip 10 --launch-count 1).
@@ -244,16 +255,9 @@ static int one(int argc, char ** argv, std::mt19937 & rng) {
     const TypeInfo * ti = nullptr;
     for (const TypeInfo & t : TYPES) if (std::string(argv[2]) == t.name) ti = &t;
     if (!ti) { std::fprintf(stderr, "unknown type %s\n", argv[2]); return 2; }
-    const int64_t nrows = std::atoll(argv[3]), k = std::atoll(argv[4]), ncols = std::atoll(argv[5]), nb = k / 32;
-    std::vector<uint8_t> w = random_weights(*ti, nrows, k, rng);
-    std::vector<float> y(size_t(ncols * k), 0.5f);
-    std::vector<uint8_t> yq = quantize_q8_1(y, k, ncols);
-    void *dw, *dy; float * dd;
-    CK(cudaMalloc(&dw, w.size())); CK(cudaMalloc(&dy, yq.size())); CK(cudaMalloc(&dd, nrows * ncols * 4));
-    CK(cudaMemcpy(dw, w.data(), w.size(), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dy, yq.data(), yq.size(), cudaMemcpyHostToDevice));
-    ExactMmvArgs a{ti->type, dw, k / ti->values, nrows, k, dy, nb, ncols, dd, nrows, nullptr};
-    for (int it = 0; it < 20; ++it) exact_mmv_run(a);
+    const int64_t nrows = std::atoll(argv[3]), k = std::atoll(argv[4]), ncols = std::atoll(argv[5]);
+    const TimingBuffers buf(*ti, nrows, k, ncols, rng);
+    for (int it = 0; it < 20; ++it) exact_mmv_run(buf.args(ncols));
     CK(cudaDeviceSynchronize());
     std::printf("%s %lld x %lld, %lld columns: 20 launches\n", ti->name, (long long) nrows, (long long) k, (long long) ncols);
     return 0;
@@ -275,8 +279,6 @@ int main(int argc, char ** argv) {
         std::printf(ok ? "ALL OK\n" : "FAILURES\n");
         return ok ? 0 : 1;
     }
-    std::printf("WARPS=%d STAGES=%d MT=%d CP16=%d MAGIC_CVT=%d\n", EXACT_MMV_WARPS, EXACT_MMV_STAGES, EXACT_MMV_MT,
-                EXACT_MMV_CP16, EXACT_MMV_MAGIC_CVT);
     const TypeInfo & q4k = TYPES[3], & q6k = TYPES[4], & q5 = TYPES[1], & q8 = TYPES[2];
     bench_shape(q4k, 4096, 4096, "8B attn q/o", rng);
     bench_shape(q4k, 1024, 4096, "8B attn k", rng);

@@ -550,18 +550,13 @@ void launch(const ExactMmvArgs & a, int ncols, const uint8_t * y, float * dst, c
         y, a.y_col_stride * Q8_1_BYTES, ncols, dst, a.dst_col_stride);
 }
 
-template <int T, int MT>
+template <int T, int MT, int CP>
 void launch_nt(int nt, const ExactMmvArgs & a, int ncols, const uint8_t * y, float * dst, cudaStream_t s,
                int64_t row_bytes, int nsteps) {
-    // 16-byte copies where every row is a multiple of 16 bytes (a function of the shape only)
-    const bool cp16 = EXACT_MMV_CP16 && row_bytes % 16 == 0;
-    switch (nt * 2 + (cp16 ? 1 : 0)) {
-        case 2: launch<T, MT, 1, 8>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        case 3: launch<T, MT, 1, 16>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        case 4: launch<T, MT, 2, 8>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        case 5: launch<T, MT, 2, 16>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        case 6: launch<T, MT, 3, 8>(a, ncols, y, dst, s, row_bytes, nsteps); break;
-        default: launch<T, MT, 3, 16>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+    switch (nt) {
+        case 1: launch<T, MT, 1, CP>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        case 2: launch<T, MT, 2, CP>(a, ncols, y, dst, s, row_bytes, nsteps); break;
+        default: launch<T, MT, 3, CP>(a, ncols, y, dst, s, row_bytes, nsteps); break;
     }
 }
 
@@ -575,7 +570,15 @@ void run_type(const ExactMmvArgs & a, int block_bytes) {
         const uint8_t * y = static_cast<const uint8_t *>(a.y) + c0 * a.y_col_stride * Q8_1_BYTES;
         float * dst = a.dst + c0 * a.dst_col_stride;
         const int nt = (nc + 7) / 8;
-        launch_nt<T, EXACT_MMV_MT>(nt, a, nc, y, dst, s, row_bytes, nsteps);   // EXACT_MMV_MT m-tiles of 16 rows per block tile
+        // EXACT_MMV_MT m-tiles of 16 rows per block tile; 16-byte copies where every row is a
+        // multiple of 16 bytes (a function of the shape only)
+        if constexpr (EXACT_MMV_CP16) {
+            if (row_bytes % 16 == 0) {
+                launch_nt<T, EXACT_MMV_MT, 16>(nt, a, nc, y, dst, s, row_bytes, nsteps);
+                continue;
+            }
+        }
+        launch_nt<T, EXACT_MMV_MT, 8>(nt, a, nc, y, dst, s, row_bytes, nsteps);
     }
 }
 

@@ -8,8 +8,9 @@
 // benchmarks/gpu/exact_mmv_check.cu sweeps them with -D): warps per block, each a fixed share of
 // K (exact_mmv.cu); shared-memory stages per warp (STAGES - 1 chunks in flight); m-tiles of 16 rows
 // per block tile; 16-byte copies where rows are multiples of 16 bytes; exact integer-to-float by
-// the 1.5 * 2^23 trick instead of the conversion unit. CP16 and MAGIC_CVT are off by default: they
-// passed the harness checks in one sweep on the H200 but have not been measured through pyspec.
+// the 1.5 * 2^23 trick instead of the conversion unit. CP16 and MAGIC_CVT are off by default: both
+// pass the harness checks on the H200 and are faster at one column, but slower on Q6_K at 16 and
+// more (BENCHMARKS.md), and have not been measured through pyspec.
 #ifndef EXACT_MMV_WARPS
 #define EXACT_MMV_WARPS 8
 #endif
