@@ -166,10 +166,12 @@ mmv_sweep() {  # the kernel's tunables (csrc/cuda/exact_mmv.h) against each othe
   nvcc -O3 -std=c++17 -arch=sm_90a -Icsrc/cuda benchmarks/gpu/exact_mmv_check.cu "$d/head.cu" -o "$d/head" 2>&1 | grep -i " error" &
   wait
   for v in head new cp16 magic w4 w4s4 s4 mt2 w4mt2 w2s4; do
-    echo "-- $v: ${V[$v]:-}"
-    [ -x "$d/$v" ] || { echo "(did not build)"; continue; }
-    "$d/$v" | tail -1
-    "$d/$v" --bench | tee "$OUT/sweep_$v.log"
+    {  # one log for all variants: the device hands back a limited number of files
+      echo "-- $v: ${V[$v]:-}"
+      [ -x "$d/$v" ] || { echo "(did not build)"; continue; }
+      "$d/$v" | tail -1
+      "$d/$v" --bench
+    } 2>&1 | tee -a "$OUT/sweep.log"
   done
 }
 
