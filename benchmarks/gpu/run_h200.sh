@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu/run_h200.sh "gemma 1"      ... "gemma 4" gputest
 #   bash benchmarks/gpu/run_h200.sh models bench                # synthetic 8B shape + Gemma, beside llama-bench
 #   bash benchmarks/gpu/run_h200.sh mmv                         # csrc/cuda/exact_mmv.cu alone (no build needed)
+#   bash benchmarks/gpu/run_h200.sh mmv_sweep mmv_ncu           # the kernel tunables against each other, then Nsight Compute
 #   bash benchmarks/gpu/run_h200.sh models curve                # verify curve exact / fast / llama-bench
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.
