@@ -220,6 +220,10 @@ class Engine:
         """
         Asks the running generate() (in another thread) to stop at its next step or prompt chunk: it returns with finish_reason 'interrupted', or raises GenerationInterrupted while still in the prompt. Each generate() drops an earlier request.
         """
+    def layer_inputs(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], layers: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], chunk: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        Appends tokens to the memory like decode() and returns the inputs of the target layers `layers` (layer-input ids: 0 = the token embeddings, k = the output of layer k - 1) for every token, in forward passes of `chunk` tokens (0: the batch size): float32 [n_tokens, len(layers), n_embd]. The features DFlash / EAGLE-3 drafters read.
+        """
     def memory(self) -> dict:
         """
         Bytes of the target context: KV cache (recurrent state included) and compute buffers.

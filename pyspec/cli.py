@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     from .plan import add_plan_parser  # pyspec plan (pyspec/plan.py)
     add_plan_parser(sub)
+    from .train.cli import add_train_parser  # pyspec train (pyspec/train/; PyTorch only when run)
+    add_train_parser(sub)
     return ap
 
 

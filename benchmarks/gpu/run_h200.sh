@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu/run_h200.sh mmv                         # csrc/cuda/exact_mmv.cu alone (no build needed)
 #   bash benchmarks/gpu/run_h200.sh mmv_sweep mmv_ncu           # the kernel tunables against each other, then Nsight Compute
 #   bash benchmarks/gpu/run_h200.sh models curve                # verify curve exact / fast / llama-bench
+#   bash benchmarks/gpu/run_h200.sh train_gemma                 # pyspec train dflash on Gemma, then bench_dflash.py
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.
 set -euo pipefail
@@ -190,6 +191,19 @@ mmv_ncu() {  # Nsight Compute on the exact kernel alone (--one mode of the harne
     grep -E "Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall|One or More|L1/TEX Hit|L2 Hit|Waves Per SM" \
       "$OUT/ncu_${shape// /_}.txt" | head -40
   done
+}
+
+train_gemma() {  # pyspec train dflash on the real Gemma 3 270M (data and features on the GPU, training in torch)
+  build
+  [ -f "$GEMMA.sha256" ] || { echo "no Gemma model: run the steps 'gemma 1' .. 'gemma 4' first"; return 1; }
+  local d=/tmp/pyspec-gpu/dflash
+  mkdir -p "$d"
+  (cd /tmp && python3 -m pyspec train dflash --target "$GEMMA" --out "$d/gemma3-270m-dflash.gguf" -ngl -1 \
+     --layers "${TRAIN_LAYERS:-3}" --n-ff "${TRAIN_NFF:-1024}" --data-time "${TRAIN_DATA_S:-150}" \
+     --train-time "${TRAIN_S:-240}" --steps "${TRAIN_STEPS:-6000}" --dtype q8_0 --no-progress) 2>&1 | tee "$OUT/train.log"
+  cp "$d/gemma3-270m-dflash.gguf" "$d/gemma3-270m-dflash.gguf.json" "$OUT/"
+  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" --drafter "$d/gemma3-270m-dflash.gguf" \
+     -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --json "$OUT/bench_dflash.json") 2>&1 | tee -a "$OUT/train.log"
 }
 
 for step in "$@"; do

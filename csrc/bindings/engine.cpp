@@ -158,6 +158,23 @@ void register_engine(py::module_ & m) {
              },
              py::arg("tokens"), py::arg("chunk") = 512, py::arg("all_logits") = true,
              "Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.")
+        .def("layer_inputs",
+             [](Engine & e, const std::vector<llama_token> & tokens, const std::vector<int32_t> & layers,
+                int32_t chunk) {
+                 std::vector<float> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = e.layer_inputs(tokens, layers, chunk);
+                 }
+                 const size_t E = size_t(e.model()->n_embd());
+                 py::array_t<float> arr({tokens.size(), layers.size(), E});
+                 std::copy(out.begin(), out.end(), arr.mutable_data());
+                 return arr;
+             },
+             py::arg("tokens"), py::arg("layers"), py::arg("chunk") = 0,
+             "Appends tokens to the memory like decode() and returns the inputs of the target layers `layers` "
+             "(layer-input ids: 0 = the token embeddings, k = the output of layer k - 1) for every token, in "
+             "forward passes of `chunk` tokens (0: the batch size): float32 [n_tokens, len(layers), n_embd]. The features DFlash / EAGLE-3 drafters read.")
         .def("forward", [](Engine & e, const std::vector<llama_token> & tokens) {
                  py::gil_scoped_release nogil;
                  e.forward(tokens);

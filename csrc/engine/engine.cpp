@@ -146,6 +146,46 @@ std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32
     return out;
 }
 
+std::vector<float> Engine::layer_inputs(const std::vector<llama_token> & tokens, const std::vector<int32_t> & layers,
+                                        int32_t chunk) {
+    if (layers.empty()) throw InvalidParameterError("layer_inputs needs at least one layer id");
+    for (int32_t id : layers) {
+        if (id < 0 || id >= target_->n_layer())
+            throw InvalidParameterError("layer-input id " + std::to_string(id) + " is not a layer of the target: "
+                                        "expected 0.." + std::to_string(target_->n_layer() - 1) +
+                                        " (0: the token embeddings, k: the output of layer k - 1)");
+    }
+    if (chunk == 0) chunk = batch_.capacity();
+    if (chunk < 1 || chunk > batch_.capacity())
+        throw InvalidParameterError("chunk must be in [1, " + std::to_string(batch_.capacity()) + "] (0: the batch), got " +
+                                    std::to_string(chunk));
+    check_room(tokens.size(), "layer_inputs");
+    for (llama_token t : tokens) {
+        if (t < 0 || t >= n_vocab_)
+            throw InvalidParameterError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
+                                        std::to_string(n_vocab_) + ")");
+    }
+    use_device_argmax(false);
+    FeatureRequest f;
+    for (int32_t id : layers)
+        if (std::find(f.layer_inputs.begin(), f.layer_inputs.end(), id) == f.layer_inputs.end()) f.layer_inputs.push_back(id);
+    export_features(f);
+    const size_t E = size_t(target_->n_embd()), L = layers.size();
+    std::vector<float> out(tokens.size() * L * E);
+    for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
+        const size_t n = std::min(tokens.size() - i, size_t(chunk));
+        submit(tokens.data() + i, n, false, true, "layer_inputs");
+        for (size_t k = 0; k < L; ++k) {
+            const float * src = llama_get_embeddings_layer_inp(ctx_.get(), uint32_t(layers[k]));
+            if (!src) throw Error("the target did not capture the input of its layer " + std::to_string(layers[k]));
+            for (size_t j = 0; j < n; ++j)
+                std::memcpy(&out[((i + j) * L + k) * E], src + j * E, E * sizeof(float));
+        }
+        if (should_stop && i + n < tokens.size() && should_stop()) throw Interrupted("interrupted");
+    }
+    return out;
+}
+
 std::string Engine::n_ctx_text() const {
     std::string s = "n_ctx=" + std::to_string(n_ctx());
     if (params_.n_ctx != n_ctx())

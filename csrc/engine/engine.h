@@ -79,6 +79,12 @@ public:
     // Decodes `tokens` at positions n_past.. in chunks of at most `chunk`
     // tokens, returning the logits of every token ([n, n_vocab], row-major).
     std::vector<float> decode(const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits = true);
+    // Appends `tokens` to the memory like decode() and returns, for every token, the inputs of
+    // the target layers `layers` (layer-input ids: 0 is the token embeddings, k the output of
+    // layer k - 1): [n, layers.size(), n_embd], row-major. These are the features the DFlash and
+    // EAGLE-3 drafters read, from the same graphs (pyspec train learns from them).
+    std::vector<float> layer_inputs(const std::vector<llama_token> & tokens, const std::vector<int32_t> & layers,
+                                    int32_t chunk);
     // One forward pass of `tokens` (at most the batch capacity) with logits
     // for every token, left in the context (no copy): the verify step's cost.
     void forward(const std::vector<llama_token> & tokens);
