@@ -201,7 +201,10 @@ train_gemma() {  # pyspec train dflash on the real Gemma 3 270M (data and featur
   (cd /tmp && python3 -m pyspec train dflash --target "$GEMMA" --out "$d/gemma3-270m-dflash.gguf" -ngl -1 \
      --layers "${TRAIN_LAYERS:-3}" --n-ff "${TRAIN_NFF:-1024}" --data-time "${TRAIN_DATA_S:-150}" \
      --train-time "${TRAIN_S:-240}" --steps "${TRAIN_STEPS:-6000}" --dtype q8_0 --no-progress) 2>&1 | tee "$OUT/train.log"
-  cp "$d/gemma3-270m-dflash.gguf" "$d/gemma3-270m-dflash.gguf.json" "$OUT/"
+  cp "$d/gemma3-270m-dflash.gguf.json" "$OUT/"
+  # files come back at most 16 MiB each: the drafter in parts (cat them back together)
+  split -b 15M -d "$d/gemma3-270m-dflash.gguf" "$OUT/gemma3-270m-dflash.gguf.part"
+  sha256sum "$d/gemma3-270m-dflash.gguf" | tee -a "$OUT/train.log"
   (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" --drafter "$d/gemma3-270m-dflash.gguf" \
      -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --json "$OUT/bench_dflash.json") 2>&1 | tee -a "$OUT/train.log"
 }

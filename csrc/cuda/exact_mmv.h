@@ -7,7 +7,7 @@
 // Tunables (compile-time constants, never a function of the width; the harness
 // benchmarks/gpu/exact_mmv_check.cu sweeps them with -D): warps per block, each a fixed share of
 // K (exact_mmv.cu); shared-memory stages per warp (STAGES - 1 chunks in flight); m-tiles of 16 rows
-// per block tile; 16-byte copies where rows are multiples of 16 bytes; exact integer-to-float by
+// per block tile (0: chosen per matrix and width, m_tiles() in exact_mmv.cu); 16-byte copies where rows are multiples of 16 bytes; exact integer-to-float by
 // the 1.5 * 2^23 trick instead of the conversion unit. CP16 and MAGIC_CVT are off by default: both
 // pass the harness checks on the H200 and are faster at one column, but slower on Q6_K at 16 and
 // more (BENCHMARKS.md), and have not been measured through pyspec.
@@ -18,7 +18,7 @@
 #define EXACT_MMV_STAGES 3
 #endif
 #ifndef EXACT_MMV_MT
-#define EXACT_MMV_MT 1
+#define EXACT_MMV_MT 0
 #endif
 #ifndef EXACT_MMV_CP16
 #define EXACT_MMV_CP16 0
