@@ -23,7 +23,7 @@ ROOT=$PWD
 SRC=/tmp/pyspec-gpu/src
 MODELS=/tmp/pyspec-gpu/models
 GEMMA=$MODELS/gemma-3-270m-q4_k_m.gguf
-GEMMA_SIZE=253133792
+GEMMA_SIZE=253113024
 GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 OUT=${OUT:-/tmp/pyspec-gpu/out}
 mkdir -p "$SRC" "$MODELS" "$OUT"

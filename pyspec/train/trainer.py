@@ -1,0 +1,319 @@
+"""The PyTorch half of `pyspec train dflash` (see dflash.py): it runs in a process that imports
+PyTorch before pyspec and never loads a llama.cpp model.
+
+    python -c "import torch, sys; from pyspec.train.trainer import main; sys.exit(main(SPEC))"
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .data import Sequence
+from .dflash import EvalReport, TrainOptions, TrainResult, _progress
+from .gguf_io import embedding_scale, gemma_like, target_head, target_info, write_drafter, _field
+from .model import DFlashConfig, DFlashDrafter
+
+
+def _pick_device(name: Optional[str]) -> "torch.device":
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _Batches:
+    """Random training blocks over a list of (features, tokens, n_prompt) sequences on `device`."""
+
+    def __init__(self, seqs, feats, block_size: int, device, seed: int):
+        self.items = [(torch.as_tensor(f, device=device), torch.as_tensor(s.tokens.astype(np.int64), device=device),
+                       s.n_prompt) for s, f in zip(seqs, feats) if len(s.tokens) - max(s.n_prompt - 1, 1) >= 2]
+        if not self.items:
+            raise InvalidParameterError("no training sequence has a response of 2 tokens or more; raise max_tokens "
+                                        "or check the target's output")
+        self.B = block_size
+        self.rng = random.Random(seed)
+        self.device = device
+
+    def sample(self, n_seq: int, n_anchor: int, items=None):
+        items = items if items is not None else [self.rng.choice(self.items) for _ in range(n_seq)]
+        return self.pack(items, [self._anchors(t, p, n_anchor) for _, t, p in items])
+
+    def _anchors(self, toks, n_prompt, n):
+        lo, hi = max(n_prompt - 1, 1), len(toks) - 2  # P >= 1 sees a feature; P + 1 is a label
+        return [self.rng.randint(lo, hi) for _ in range(n)]
+
+    def pack(self, items, anchors):
+        T = max(len(t) for _, t, _ in items)
+        W = items[0][0].shape[1]
+        N = len(items)
+        feats = torch.zeros((N, T, W), dtype=items[0][0].dtype, device=self.device)
+        toks = torch.zeros((N, T), dtype=torch.long, device=self.device)
+        n_ctx = torch.zeros(N, dtype=torch.long, device=self.device)
+        for i, (f, t, _) in enumerate(items):
+            feats[i, :len(t)] = f
+            toks[i, :len(t)] = t
+            n_ctx[i] = len(t)
+        A = max(len(a) for a in anchors)
+        anc = torch.tensor([a + [a[-1]] * (A - len(a)) for a in anchors], dtype=torch.long, device=self.device)
+        # labels: slot j -> token P + j (ignored past the sequence and for slot 0)
+        idx = anc[:, :, None] + torch.arange(self.B, device=self.device)
+        ok = idx < n_ctx[:, None, None]
+        labels = torch.gather(toks, 1, idx.clamp(max=T - 1).reshape(N, -1)).view(N, A, self.B)
+        labels = torch.where(ok, labels, torch.full_like(labels, -100))
+        labels[:, :, 0] = -100
+        return feats, toks, anc, n_ctx, labels
+
+
+def _loss(model, batch, gamma: float, autocast):
+    feats, toks, anc, n_ctx, labels = batch
+    with autocast():
+        h = model.hidden(feats, toks, anc, n_ctx)
+        logits = model.logits(h)
+    B = labels.shape[-1]
+    w = torch.exp(-(torch.arange(B, device=labels.device, dtype=torch.float32) - 1).clamp(min=0) / gamma)
+    ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                           ignore_index=-100, reduction="none").view(labels.shape)
+    valid = (labels >= 0).float()
+    wv = w * valid
+    return (ce * wv).sum() / wv.sum().clamp(min=1.0), logits.detach(), labels
+
+
+@torch.no_grad()
+def evaluate(model, batches: _Batches, items, *, anchors_per_seq: int = 64, autocast=None, kinds=None) -> EvalReport:
+    """Teacher-forced acceptance on held-out sequences: a block is accepted up to its first
+    slot whose argmax differs from the target's token; tau = accepted + 1."""
+    autocast = autocast or (lambda: torch.autocast("cpu", enabled=False))
+    model.eval()
+    B = batches.B
+    acc_len, by_kind = [], {}
+    hits = np.zeros(B, dtype=np.float64)
+    tries = np.zeros(B, dtype=np.float64)
+    rng = random.Random(1234)
+    for k, (f, t, p) in enumerate(items):
+        lo, hi = max(p - 1, 1), len(t) - 2
+        if hi < lo:
+            continue
+        anc = sorted(rng.sample(range(lo, hi + 1), min(anchors_per_seq, hi - lo + 1)))
+        _, _, a, n_ctx, labels = batch = batches.pack([(f, t, p)], [anc])
+        with autocast():
+            logits = model.logits(model.hidden(batch[0], batch[1], a, n_ctx))
+        pred = logits.argmax(-1)[0].cpu().numpy()
+        lab = labels[0].cpu().numpy()
+        for r in range(len(anc)):
+            n = 0
+            for j in range(1, B):
+                if lab[r, j] < 0:
+                    break
+                tries[j] += 1
+                if pred[r, j] != lab[r, j]:
+                    break
+                hits[j] += 1
+                n += 1
+            acc_len.append(n + 1)
+            if kinds is not None:
+                by_kind.setdefault(kinds[k], []).append(n + 1)
+    model.train()
+    per_pos = [float(hits[j] / tries[j]) if tries[j] else 0.0 for j in range(1, B)]
+    return EvalReport(float(np.mean(acc_len)) if acc_len else 0.0, per_pos, len(acc_len),
+                      {k: float(np.mean(v)) for k, v in by_kind.items()})
+
+
+@torch.no_grad()
+def simulate_steps(model, feats: np.ndarray, tokens, n_prompt: int, n_draft: Optional[int] = None) -> list:
+    """The accepted draft count of each speculative step when this drafter (greedy, n_draft per
+    block, default block_size - 1) drafts for a target whose greedy output is tokens[n_prompt:]:
+    the decode loop of the engine replayed on known output. feats [T, W] are the target's layer
+    inputs for `tokens`. A check of the port: pyspec's own DFlash steps must match it."""
+    model.eval()
+    B = model.c.block_size
+    n_draft = (B - 1) if n_draft is None else n_draft
+    dev = next(model.parameters()).device
+    f = torch.as_tensor(np.asarray(feats, dtype=np.float32), device=dev)[None]
+    t = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=dev)[None]
+    T = len(tokens)
+    P, out = n_prompt, []
+    while P < T - 1:
+        h = model.hidden(f.to(next(model.parameters()).dtype), t, torch.tensor([[P]], device=dev))
+        pred = model.logits(h)[0, 0].argmax(-1).tolist()
+        k = 0
+        for j in range(1, min(n_draft, T - 1 - P) + 1):
+            if pred[j] != int(tokens[P + j]):
+                break
+            k += 1
+        out.append(k)
+        P += k + 1
+    model.train()
+    return out
+
+
+def load_data(path) -> tuple:
+    """(train, held) lists of (Sequence, features [T, W]) from prepare_data's npz."""
+    z = np.load(path)
+    out = []
+    for name in ("train", "held"):
+        off = z[f"{name}_offsets"]
+        toks, feats = z[f"{name}_tokens"], z[f"{name}_feats"]
+        items = []
+        for i in range(len(off) - 1):
+            a, b = int(off[i]), int(off[i + 1])
+            items.append((Sequence(toks[a:b].astype(np.int32), int(z[f"{name}_n_prompt"][i]),
+                                   str(z[f"{name}_source"][i]), str(z[f"{name}_kind"][i])), feats[a:b]))
+        out.append(items)
+    return out[0], out[1], [float(x) for x in z["seconds"]]
+
+
+def make_config(target, layers, o: TrainOptions) -> DFlashConfig:
+    """The drafter's shape: the target's attention and FFN shape, o.layers layers."""
+    import gguf
+    info = target_info(target, o.mask_token_id)
+    f = gguf.GGUFReader(str(target)).fields
+    a = info.arch
+    n_head = int(_field(f, f"{a}.attention.head_count", 4))
+    n_head_kv = int(_field(f, f"{a}.attention.head_count_kv", n_head))
+    head_dim = int(_field(f, f"{a}.attention.key_length", info.n_embd // n_head))
+    return DFlashConfig(
+        n_embd=info.n_embd, n_vocab=info.n_vocab, target_layers=[int(i) for i in layers],
+        n_layer=o.layers or max(1, min(5, round(info.n_layer / 6))), n_head=n_head, n_head_kv=n_head_kv,
+        head_dim=head_dim, n_ff=o.n_ff or int(_field(f, f"{a}.feed_forward_length", 4 * info.n_embd)),
+        block_size=o.block_size, mask_token_id=info.mask_token_id,
+        embedding_scale=embedding_scale(info), gelu=gemma_like(a), post_norms=gemma_like(a))
+
+
+def load_drafter(target, drafter_gguf, device="cpu") -> DFlashDrafter:
+    """A written drafter GGUF back as a module (its config from the GGUF's .json report)."""
+    import gguf
+    cfg = DFlashConfig(**json.loads(Path(str(drafter_gguf) + ".json").read_text())["config"])
+    emb, head = target_head(target)
+    m = DFlashDrafter(cfg, torch.as_tensor(emb.copy()), torch.as_tensor(head.copy()))
+    tensors = {}
+    for t in gguf.GGUFReader(str(drafter_gguf)).tensors:
+        a = gguf.quants.dequantize(t.data, t.tensor_type) if t.tensor_type not in (
+            gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else np.array(t.data)
+        tensors[t.name] = np.asarray(a, dtype=np.float32)
+    names = m.gguf_tensors()
+    with torch.no_grad():
+        params = dict(m.named_parameters())
+        for gname in names:
+            p = params[_param_name(gname)]
+            p.copy_(torch.as_tensor(tensors[gname]).reshape(p.shape))
+    return m.to(device)
+
+
+def _param_name(gguf_name: str) -> str:
+    fixed = {"fc.weight": "fc.weight", "enc.output_norm.weight": "enc_output_norm",
+             "output_norm.weight": "output_norm"}
+    if gguf_name in fixed:
+        return fixed[gguf_name]
+    _, i, rest = gguf_name.split(".", 2)  # blk.i.<name>.weight
+    name = rest[:-len(".weight")]
+    linear = name in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    return f"layers.{i}.{name}" + (".weight" if linear else "")
+
+
+def main(spec_path) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    o = TrainOptions(**{**spec["options"], "kinds": tuple(spec["options"]["kinds"])})
+    target, out = Path(spec["target"]), Path(spec["out"])
+    torch.manual_seed(o.seed)
+    dev = _pick_device(o.device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else \
+        (lambda: torch.autocast("cpu", enabled=False))
+    ckpt_path = out.with_name(out.name + ".ckpt")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if o.resume and ckpt_path.exists() else None
+    cfg = DFlashConfig(**ckpt["config"]) if ckpt is not None else make_config(target, spec["layers"], o)
+    info = target_info(target, o.mask_token_id)
+    print(f"target {target.name}: {info.arch}, {info.n_layer} layers, hidden {info.n_embd}, vocabulary "
+          f"{info.n_vocab}; drafter: {cfg.n_layer} layers, block {cfg.block_size}, target layers "
+          f"{cfg.target_layers}, mask token {cfg.mask_token_id} ({info.mask_token_source}), torch device {dev}",
+          flush=True)
+    train, held, (t_data, t_feat) = load_data(spec["data"])
+    seqs, feats = [s for s, _ in train], [f for _, f in train]
+    hseqs, hfeats = [s for s, _ in held], [f for _, f in held]
+    n_train_tokens = int(sum(len(s.tokens) - s.n_prompt for s in seqs))
+
+    emb, head = target_head(target)
+    tdt = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    emb_t = torch.as_tensor(emb.copy() if not emb.flags.writeable else emb).to(dev, tdt)
+    head_t = emb_t if head is emb else torch.as_tensor(head).to(dev, tdt)
+    del emb, head
+    model = DFlashDrafter(cfg, emb_t, head_t).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=o.lr, betas=(0.9, 0.95), weight_decay=o.weight_decay)
+    warm = max(1, int(o.warmup * o.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / o.steps))))
+    step, loss_log, curve = 0, [], []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"], strict=False)
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        step, loss_log, curve = ckpt["step"], ckpt["loss"], ckpt["curve"]
+        print(f"resumed at step {step}", flush=True)
+    fdt = torch.float16 if dev.type == "cuda" else torch.float32
+    batches = _Batches(seqs, [f.astype(np.float16 if fdt == torch.float16 else np.float32) for f in feats],
+                       cfg.block_size, dev, o.seed + step)
+    hb = _Batches(hseqs, [f.astype(np.float16 if fdt == torch.float16 else np.float32) for f in hfeats],
+                  cfg.block_size, dev, 0) if hseqs else None
+    hkinds = [s.kind for s in hseqs if len(s.tokens) - max(s.n_prompt - 1, 1) >= 2]
+
+    def save_ckpt():
+        torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "step": step, "loss": loss_log, "curve": curve}, ckpt_path)
+
+    def write(final: bool):
+        write_drafter(out, cfg, model.gguf_tensors(), target, dtype=o.dtype,
+                      description=f"pyspec train dflash: target {target.name}, {step} steps, "
+                                  f"{n_train_tokens} response tokens, seed {o.seed}" + ("" if final else " (partial)"))
+
+    t0 = time.monotonic()
+    bar = _progress(o.steps, "training", o.progress, "step")
+    bar.update(step)
+    blocks_per_step = o.batch_size * o.anchors
+    eval_every = max(1, o.steps // 8)
+    first = step
+    while step < o.steps:
+        loss, _, _ = _loss(model, batches.sample(o.batch_size, o.anchors), o.gamma, autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        el = time.monotonic() - t0
+        if step % 10 == 0 or step == o.steps:
+            lv = float(loss.detach())
+            loss_log.append((step, lv))
+            left = (o.steps - step) * el / max(step - first, 1)
+            if o.train_time:
+                left = min(left, max(o.train_time - el, 0.0))
+            bar.set_postfix_str(f"loss {lv:.3f}, {blocks_per_step * (step - first) / max(el, 1e-9):.0f} blocks/s, "
+                                f"{left:.0f} s left")
+            if not o.progress and step % 200 == 0:
+                print(f"step {step}: loss {lv:.3f}, {el:.0f} s", flush=True)
+        if hb is not None and (step % eval_every == 0 or step == o.steps):
+            r = evaluate(model, hb, hb.items[:8], anchors_per_seq=16, autocast=autocast)
+            curve.append((step, step * blocks_per_step, r.tau))
+        if step % o.checkpoint_every == 0 and step < o.steps:
+            save_ckpt()
+            write(final=False)
+        if o.train_time and el >= o.train_time:
+            print(f"training time budget ({o.train_time:.0f} s) reached at step {step}", flush=True)
+            break
+    bar.close()
+    t_train = time.monotonic() - t0
+    write(final=True)
+    save_ckpt()
+    t0 = time.monotonic()
+    report = evaluate(model, hb, hb.items, autocast=autocast, kinds=hkinds) if hb is not None else None
+    res = TrainResult(str(out), cfg.to_dict(), step, n_train_tokens, len(seqs),
+                      {"data": t_data, "features": t_feat, "train": t_train, "eval": time.monotonic() - t0},
+                      loss_log, curve, report)
+    Path(str(out) + ".json").write_text(json.dumps(res.to_dict(), indent=1))
+    return 0
