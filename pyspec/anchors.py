@@ -242,6 +242,16 @@ def speculative_draft(tools: dict, model: PathLike, draft_model: PathLike, promp
                         ignore_eos=ignore_eos)
 
 
+def speculative_dflash(tools: dict, model: PathLike, drafter: PathLike, prompt_file: PathLike, n: int,
+                       threads: int, n_max: int = 15, *, temp: float = 0.0, seed: Optional[int] = None,
+                       ctx: int = 4096, ignore_eos: bool = True) -> dict:
+    """llama-speculative-simple with a DFlash drafter (draft-dflash), e.g. one pyspec train dflash wrote."""
+    extra = ["-md", drafter, "--spec-type", "draft-dflash", "--spec-draft-n-max", n_max,
+             "--spec-draft-p-min", 0, "-td", threads]
+    return _speculative(tools, model, prompt_file, n, threads, extra, temp=temp, seed=seed, ctx=ctx,
+                        ignore_eos=ignore_eos)
+
+
 def main() -> int:
     try:
         for name, path in build().items():
