@@ -186,6 +186,10 @@ class BatchEngine:
               n_batch: tokens of one step over all sequences (prompt chunks and verify rows); >= n_seq_max.
               n_threads, flash_attn, type_k, type_v, exact: as Engine's.
               n_step_tokens: tokens per step (0: n_batch).
+              pad_rows: pad every sequence's rows in a step to the same count (and idle slots below the
+                highest busy one with filler rows), so that llama.cpp runs the step as one pass over the
+                KV streams instead of one per distinct row count; the padding has no logits. -1: when
+                the model is on a GPU (on the CPU padding measured slower than the split), 0 off, 1 on.
     
             Example:
               >>> be = pyspec._core.BatchEngine(model, n_seq_max=4)
@@ -194,7 +198,7 @@ class BatchEngine:
               >>> be.take(a)["tokens"]
         
     """
-    def __init__(self, model: Model, n_seq_max: typing.SupportsInt | typing.SupportsIndex = 4, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_step_tokens: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def __init__(self, model: Model, n_seq_max: typing.SupportsInt | typing.SupportsIndex = 4, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_step_tokens: typing.SupportsInt | typing.SupportsIndex = 0, pad_rows: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
         ...
     def add(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, record_logits: bool = False, **kwargs) -> int:
         """
@@ -253,6 +257,11 @@ class BatchEngine:
         Slots free for add().
         """
     @property
+    def n_pad_rows(self) -> int:
+        """
+        Padding and filler rows added so far.
+        """
+    @property
     def n_seq_max(self) -> int:
         ...
     @property
@@ -266,6 +275,11 @@ class BatchEngine:
     @property
     def n_threads(self) -> int:
         ...
+    @property
+    def pad_rows(self) -> bool:
+        """
+        Whether steps pad the sequences' rows.
+        """
 class Engine:
     """
             A target context (KV cache) and the speculative decode loop.

@@ -51,8 +51,9 @@ def solo_rows(engine, prompt, tokens):
 
 # ---- the engine ---------------------------------------------------------------------------------------
 
-def test_a_sequences_logits_are_bitwise_equal_with_and_without_neighbours(model):
-    be = _core.BatchEngine(model, n_seq_max=4, n_ctx=1024, n_batch=48)
+@pytest.mark.parametrize("pad", [0, 1])
+def test_a_sequences_logits_are_bitwise_equal_with_and_without_neighbours(model, pad):
+    be = _core.BatchEngine(model, n_seq_max=4, n_ctx=1024, n_batch=48, pad_rows=pad)
     p = toks(model, PROMPTS[0])
     # alone in the batch
     a = be.add(p, max_tokens=40, ignore_eos=True, record_logits=True)
@@ -72,11 +73,12 @@ def test_a_sequences_logits_are_bitwise_equal_with_and_without_neighbours(model)
     assert np.array_equal(alone, beside)  # bitwise: the same float32 values
     # and both equal the single-sequence engine's rows
     assert np.array_equal(alone, solo_rows(_core.Engine(model, n_ctx=be.n_ctx_seq), p, alone_tokens))
+    assert be.pad_rows == bool(pad) and (be.n_pad_rows > 0) == bool(pad)
 
 
-@pytest.mark.parametrize("spec", [None, "ngram"])
-def test_concurrent_greedy_sequences_each_equal_their_solo_output(model, spec):
-    be = _core.BatchEngine(model, n_seq_max=8, n_ctx=2048, n_batch=96)
+@pytest.mark.parametrize("spec,pad", [(None, 0), ("ngram", 0), ("ngram", 1)])
+def test_concurrent_greedy_sequences_each_equal_their_solo_output(model, spec, pad):
+    be = _core.BatchEngine(model, n_seq_max=8, n_ctx=2048, n_batch=96, pad_rows=pad)
     solo = _core.Engine(model, n_ctx=be.n_ctx_seq)
     ids = {}
     for i, text in enumerate(PROMPTS):
@@ -94,6 +96,7 @@ def test_concurrent_greedy_sequences_each_equal_their_solo_output(model, spec):
         drafted += r["stats"]["draft_n"]
         assert r["stats"]["predicted_n"] == len(r["tokens"])
     assert (drafted > 0) == (spec == "ngram")
+    assert (be.n_pad_rows > 0) == bool(pad)  # the drafts differ in length: padding evens them out
     assert be.n_steps < sum(24 + 3 * i for i in range(len(PROMPTS)))  # batched: far fewer steps than tokens
 
 
@@ -111,8 +114,9 @@ def test_sampled_sequences_repeat_for_a_seed_and_equal_solo(model):
     assert out[2] != out[0]  # the seed matters
 
 
-def test_requests_join_and_leave_between_steps(model):
-    be = _core.BatchEngine(model, n_seq_max=3, n_ctx=768, n_batch=32)
+@pytest.mark.parametrize("pad", [0, 1])
+def test_requests_join_and_leave_between_steps(model, pad):
+    be = _core.BatchEngine(model, n_seq_max=3, n_ctx=768, n_batch=32, pad_rows=pad)
     solo = _core.Engine(model, n_ctx=be.n_ctx_seq)
     a = be.add(toks(model, PROMPTS[0]), max_tokens=60, ignore_eos=True)
     b = be.add(toks(model, PROMPTS[1]), max_tokens=3, ignore_eos=True)
@@ -134,9 +138,10 @@ def test_requests_join_and_leave_between_steps(model):
         assert be.take(sid)["tokens"] == solo.generate(toks(model, text), max_tokens=n_max, ignore_eos=True)["tokens"]
 
 
-def test_a_long_prompt_is_prefilled_in_chunks_without_stalling_the_others(model):
-    be = _core.BatchEngine(model, n_seq_max=2, n_ctx=2048, n_batch=16)
-    a = be.add(toks(model, PROMPTS[0]), max_tokens=400, ignore_eos=True)
+@pytest.mark.parametrize("pad", [0, 1])
+def test_a_long_prompt_is_prefilled_in_chunks_without_stalling_the_others(model, pad):
+    be = _core.BatchEngine(model, n_seq_max=2, n_ctx=2048, n_batch=16, pad_rows=pad)
+    a = be.add(toks(model, PROMPTS[0]), max_tokens=400, ignore_eos=True, drafter=_core.NgramDrafter(2, 1))
     while not be.step():  # a's prompt, in chunks of 16
         pass
     long_prompt = toks(model, " ".join(PROMPTS * 2))
@@ -293,7 +298,7 @@ def test_gemma_concurrent_requests_equal_solo_bitwise(gemma_path):
     for p, g in zip(prompts, outs):
         assert g.tokens == solo.generate(p, max_tokens=16, ignore_eos=True).tokens, p
     # the logits, bitwise, of one sequence beside the others
-    be = _core.BatchEngine(llm._model, n_seq_max=3, n_ctx=768, n_batch=32)
+    be = _core.BatchEngine(llm._model, n_seq_max=3, n_ctx=768, n_batch=32, pad_rows=1)
     p = llm.tokenize(prompts[0])
     a = be.add(p, max_tokens=8, ignore_eos=True, record_logits=True)
     be.add(llm.tokenize(prompts[1] * 8), max_tokens=8, ignore_eos=True)

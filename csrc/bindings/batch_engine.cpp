@@ -25,6 +25,10 @@ void register_batch_engine(py::module_ & m) {
           n_batch: tokens of one step over all sequences (prompt chunks and verify rows); >= n_seq_max.
           n_threads, flash_attn, type_k, type_v, exact: as Engine's.
           n_step_tokens: tokens per step (0: n_batch).
+          pad_rows: pad every sequence's rows in a step to the same count (and idle slots below the
+            highest busy one with filler rows), so that llama.cpp runs the step as one pass over the
+            KV streams instead of one per distinct row count; the padding has no logits. -1: when
+            the model is on a GPU (on the CPU padding measured slower than the split), 0 off, 1 on.
 
         Example:
           >>> be = pyspec._core.BatchEngine(model, n_seq_max=4)
@@ -34,7 +38,7 @@ void register_batch_engine(py::module_ & m) {
     )pbdoc")
         .def(py::init([](std::shared_ptr<Model> model, int32_t n_seq_max, uint32_t n_ctx, uint32_t n_batch,
                          int32_t n_threads, int32_t flash_attn, std::string type_k, std::string type_v, bool exact,
-                         int32_t n_step_tokens) {
+                         int32_t n_step_tokens, int32_t pad_rows) {
                  ContextParams p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -46,12 +50,14 @@ void register_batch_engine(py::module_ & m) {
                  BatchParams bp;
                  bp.n_seq_max = n_seq_max;
                  bp.n_step_tokens = n_step_tokens;
+                 bp.pad_rows = pad_rows;
                  py::gil_scoped_release nogil;
                  return std::make_shared<BatchEngine>(std::move(model), p, bp);
              }),
              py::arg("model"), py::arg("n_seq_max") = 4, py::arg("n_ctx") = 4096, py::arg("n_batch") = 512,
              py::arg("n_threads") = 0, py::arg("flash_attn") = -1, py::arg("type_k") = "f16",
-             py::arg("type_v") = "f16", py::arg("exact") = true, py::arg("n_step_tokens") = 0)
+             py::arg("type_v") = "f16", py::arg("exact") = true, py::arg("n_step_tokens") = 0,
+             py::arg("pad_rows") = -1)
         .def("add",
              [](BatchEngine & e, const std::vector<llama_token> & prompt, py::object options,
                 std::shared_ptr<Drafter> drafter, bool record_logits, py::kwargs changes) {
@@ -122,7 +128,9 @@ void register_batch_engine(py::module_ & m) {
         .def_property_readonly("n_ctx_seq", &BatchEngine::n_ctx_seq,
                                "The context of one sequence: n_ctx / n_seq_max, rounded up to 256 by llama.cpp.")
         .def_property_readonly("n_step_tokens", &BatchEngine::n_step_tokens)
+        .def_property_readonly("pad_rows", &BatchEngine::pad_rows, "Whether steps pad the sequences' rows.")
         .def_property_readonly("n_steps", &BatchEngine::n_steps, "Steps (forward passes) run so far.")
+        .def_property_readonly("n_pad_rows", &BatchEngine::n_pad_rows, "Padding and filler rows added so far.")
         .def_property_readonly("n_threads", &BatchEngine::n_threads)
         .def_property_readonly("model", &BatchEngine::model)
         .def("memory", [](const BatchEngine & e) {

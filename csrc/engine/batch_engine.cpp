@@ -63,6 +63,7 @@ BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & pa
         throw Error("llama.cpp gave the batch target a batch of " + std::to_string(llama_n_batch(ctx_.get())) +
                     " tokens, fewer than the step's " + std::to_string(step_tokens_));
     slot_used_.assign(size_t(bp.n_seq_max), false);
+    pad_ = bp.pad_rows < 0 ? target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() : bp.pad_rows > 0;
 }
 
 int64_t BatchEngine::add(const std::vector<llama_token> & prompt, const GenerateParams & gp,
@@ -218,6 +219,7 @@ std::vector<SequenceEvent> BatchEngine::step() {
     for (auto & s : active_) {
         s->row0 = -1;
         s->n_rows = 0;
+        s->n_pad = 0;
         (s->n_prefilled < int32_t(s->prompt.size()) ? prefilling : decoding).push_back(s.get());
     }
     if (decoding.empty() && prefilling.empty()) return events;
@@ -229,29 +231,69 @@ std::vector<SequenceEvent> BatchEngine::step() {
     if (!prefilling.empty()) draft_budget = std::min(draft_budget, step_tokens_ / 2 - n_dec);
     plan_drafts(decoding, draft_budget);
 
-    batch_.clear();
+    // The rows of each sequence in this step (decode: its last token + drafts; prompt: its next chunk),
+    // the prompts served in join order out of what the step has left.
+    const bool pad = pad_;
+    int32_t width = 0;  // the most rows of a decoding sequence: what padding evens the others out to
     for (Sequence * s : decoding) {
-        s->row0 = batch_.size();
-        llama_pos pos = s->n_past;
-        batch_.add(s->result.tokens.back(), pos++, true, s->slot);
-        for (llama_token t : s->draft) batch_.add(t, pos++, true, s->slot);
-        s->n_rows = batch_.size() - s->row0;
+        s->n_rows = 1 + int32_t(s->draft.size());
+        width = std::max(width, s->n_rows);
+    }
+    int32_t used = 0;
+    for (Sequence * s : decoding) {
+        s->n_pad = pad ? width - s->n_rows : 0;
+        used += s->n_rows + s->n_pad;
     }
     const auto now = Clock::now();
     for (Sequence * s : prefilling) {
-        const int32_t left = step_tokens_ - batch_.size();
+        const int32_t left = step_tokens_ - used;
         if (left <= 0) break;
-        const int32_t n = std::min<int32_t>(int32_t(s->prompt.size()) - s->n_prefilled, left);
-        const bool last = s->n_prefilled + n == int32_t(s->prompt.size());
-        s->row0 = batch_.size();
-        for (int32_t j = 0; j < n; ++j) {
-            batch_.add(s->prompt[size_t(s->n_prefilled + j)], s->n_past + j, last && j + 1 == n, s->slot);
-        }
-        s->n_rows = n;
+        s->n_rows = std::min<int32_t>(int32_t(s->prompt.size()) - s->n_prefilled, left);
+        s->n_pad = pad && s->n_rows < width && width <= left ? width - s->n_rows : 0;
+        used += s->n_rows + s->n_pad;
         if (!s->started) {
             s->started = true;
             s->t_start = now;
         }
+    }
+    // llama.cpp splits a batch over several KV streams into passes of equal tokens per sequence over
+    // consecutive seq_ids: rows in slot order, and with padding, slots without rows below the highest
+    // busy one get `width` filler rows too (if they fit), dropped after the step like the padding.
+    std::vector<Sequence *> by_slot(size_t(bp_.n_seq_max), nullptr);
+    int32_t top = -1;
+    for (auto & s : active_) {
+        by_slot[size_t(s->slot)] = s.get();
+        if (s->n_rows > 0) top = std::max<int32_t>(top, s->slot);
+    }
+    std::vector<std::pair<llama_seq_id, llama_pos>> fillers;  // (slot, first position)
+    batch_.clear();
+    for (int32_t slot = 0; slot <= top; ++slot) {
+        Sequence * s = by_slot[size_t(slot)];
+        if (!s || s->n_rows == 0) {
+            if (pad && width > 0 && used + width <= step_tokens_) {
+                const llama_pos p0 = s ? s->n_past : 0;
+                for (int32_t j = 0; j < width; ++j) batch_.add(0, p0 + j, false, slot);
+                fillers.emplace_back(slot, p0);
+                used += width;
+                n_pad_rows_ += width;
+            }
+            continue;
+        }
+        s->row0 = batch_.size();
+        llama_pos pos = s->n_past;
+        llama_token last_token;
+        if (s->n_prefilled < int32_t(s->prompt.size())) {
+            const bool last = s->n_prefilled + s->n_rows == int32_t(s->prompt.size());
+            for (int32_t j = 0; j < s->n_rows; ++j)
+                batch_.add(s->prompt[size_t(s->n_prefilled + j)], pos++, last && j + 1 == s->n_rows, s->slot);
+            last_token = s->prompt[size_t(s->n_prefilled + s->n_rows - 1)];
+        } else {
+            batch_.add(s->result.tokens.back(), pos++, true, s->slot);
+            for (llama_token t : s->draft) batch_.add(t, pos++, true, s->slot);
+            last_token = batch_.get().token[batch_.size() - 1];
+        }
+        for (int32_t j = 0; j < s->n_pad; ++j) batch_.add(last_token, pos++, false, s->slot);
+        n_pad_rows_ += s->n_pad;
     }
 
     const auto tf = Clock::now();
@@ -259,6 +301,10 @@ std::vector<SequenceEvent> BatchEngine::step() {
     llama_synchronize(ctx_.get());
     const double forward_ms = ms_since(tf);
     n_steps_++;
+    for (const auto & [slot, p0] : fillers) {
+        if (!llama_memory_seq_rm(llama_get_memory(ctx_.get()), slot, p0, -1))
+            throw Error("the memory refused to drop the filler rows of sequence " + std::to_string(slot));
+    }
 
     // Rows of a sequence are consecutive in the batch, and llama.cpp returns the outputs in batch
     // order: row i of a verify is at logits_ith(row0 + i).
@@ -290,7 +336,8 @@ std::vector<SequenceEvent> BatchEngine::step() {
     for (Sequence * s : prefilling) {
         if (s->n_rows == 0) continue;
         s->n_prefilled += s->n_rows;
-        s->n_past += s->n_rows;
+        s->n_past += s->n_rows + s->n_pad;
+        rollback(*s, s->n_past - s->n_pad);  // the padding
         if (s->n_prefilled < int32_t(s->prompt.size())) continue;
         // The first generated token comes from the prompt's last row.
         const float * p = rows(*s, s->row0 + s->n_rows - 1, 1);
@@ -309,7 +356,7 @@ std::vector<SequenceEvent> BatchEngine::step() {
     for (Sequence * s : decoding) {
         const auto tv = Clock::now();
         const int32_t pos0 = s->n_past;
-        s->n_past += s->n_rows;  // the verify rows are in the memory until the rollback
+        s->n_past += s->n_rows + s->n_pad;  // the verify rows (and padding) are in the memory until the rollback
         const float * p = rows(*s, s->row0, s->n_rows);
         const VerifyResult vr =
             s->rejection ? verify_rejection(p, n_vocab_, s->draft, s->draft_q, s->params.sampling, uint64_t(pos0 + 1),
