@@ -238,7 +238,7 @@ class BatchLLM:
                     eng.cancel(rid)
                 eng.step()  # retires them (a step with nothing to run does not decode)
                 for rid, req in list(self._running.items()):
-                    with_result = eng.take(rid)  # noqa: F841 - forgotten
+                    eng.take(rid)  # forgotten: the request ends with the error
                     req._end(error=e)
                 self._running.clear()
                 continue

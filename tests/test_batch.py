@@ -213,6 +213,11 @@ def test_bad_settings_say_what_to_do(model, tiny_draft):
     drafter = _core.DraftModelDrafter(dm, model, n_ctx=256)
     with pytest.raises(pyspec.InvalidParameterError, match="'none' or 'ngram' only.*pyspec serve -np 1"):
         be.add(toks(model, "the"), drafter=drafter)
+    shared = _core.NgramDrafter(3, 3)
+    be.add(toks(model, "the"), max_tokens=2, drafter=shared)
+    with pytest.raises(pyspec.InvalidParameterError, match="a drafter of its own"):
+        be.add(toks(model, "the"), drafter=shared)
+    run_all(be)
     with pytest.raises(pyspec.ContextOverflowError, match="n_ctx_seq=256"):
         be.add(list(range(3, 259)) * 1)
     with pytest.raises(pyspec.InvalidParameterError, match="outside the vocabulary"):

@@ -81,6 +81,11 @@ int64_t BatchEngine::add(const std::vector<llama_token> & prompt, const Generate
                                     "the batch engine (n_seq_max > 1, pyspec serve -np N) drafts with 'none' or "
                                     "'ngram' only; use spec_type='ngram' or 'none', or run this request with one "
                                     "sequence (pyspec.LLM, pyspec serve -np 1)");
+    for (const auto & a : active_) {
+        if (drafter && a->drafter == drafter)
+            throw InvalidParameterError("this drafter already drafts for sequence " + std::to_string(a->id) +
+                                        "; give every request a drafter of its own (a new NgramDrafter)");
+    }
     if (prompt.empty()) throw InvalidParameterError("the prompt is empty; give at least one token");
     for (llama_token t : prompt) {
         if (t < 0 || t >= n_vocab_)
