@@ -122,7 +122,18 @@ def stream_completion(port: int, body: dict) -> dict:
     return {"t0": t0, "times": times, "text": "".join(text)}
 
 
-def load(port: int, streams: int, requests: int, max_tokens: int, extra: dict) -> dict:
+def busy_jiffies() -> int:
+    """CPU time (all cores, clock ticks) the machine has spent busy since boot (/proc/stat)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f) - f[3] - f[4]  # all but idle and iowait
+
+
+def proc_jiffies(pid: int) -> int:
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])  # utime + stime, the process's threads included
+
+
+def load(port: int, streams: int, requests: int, max_tokens: int, extra: dict, server_pid: int = 0) -> dict:
     """`streams` clients, each sending `requests` requests in turn; the figures of the whole run."""
     results, errors = [], []
 
@@ -135,18 +146,22 @@ def load(port: int, streams: int, requests: int, max_tokens: int, extra: dict) -
             except Exception as e:  # noqa: BLE001 - counted, reported
                 errors.append(str(e))
     t0 = time.perf_counter()
+    b0, s0, m0 = busy_jiffies(), proc_jiffies(server_pid) if server_pid else 0, sum(os.times()[:2])
     threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    hz = os.sysconf("SC_CLK_TCK")
+    ours = (proc_jiffies(server_pid) - s0 if server_pid else 0) / hz + sum(os.times()[:2]) - m0
+    other = max((busy_jiffies() - b0) / hz - ours, 0.0) / wall  # cores kept busy by other processes
     # pieces are tokens for both servers (pyspec sends one event per token piece, as llama-server)
     n_tokens = sum(len(r["times"]) for r in results)
     ttft = [r["times"][0] - r["t0"] for r in results if r["times"]]
     itl = [b - a for r in results for a, b in zip(r["times"], r["times"][1:])]
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) >= 2 else (xs[0] if xs else 0.0)  # noqa: E731
-    return {"streams": streams, "requests": len(results), "errors": errors, "tokens": n_tokens, "wall_s": wall,
+    return {"streams": streams, "requests": len(results), "other_cpu_cores": other, "errors": errors, "tokens": n_tokens, "wall_s": wall,
             "tok_s": n_tokens / wall, "ttft_p50_ms": 1e3 * statistics.median(ttft) if ttft else 0.0,
             "itl_p50_ms": 1e3 * q(itl, 50), "itl_p99_ms": 1e3 * q(itl, 99),
             "texts": {r["prompt"]: r["text"] for r in results}}
@@ -193,7 +208,7 @@ def main() -> int:
                     extra = {"spec_type": sp} if server == "pyspec" else {}
                     warm = {"prompt": "Warm-up: count from one to ten.", "max_tokens": 8, "stream": True, **extra}
                     stream_completion(port, warm)  # a prompt of its own: no server reuses it as a cached prefix
-                    r = load(port, n, args.requests, args.max_tokens, extra)
+                    r = load(port, n, args.requests, args.max_tokens, extra, srv.proc.pid)
                     r.update(server=server, spec=sp)
                     runs.append(r)
                     print(f"  {sp}: {r['tok_s']:.1f} tok/s, TTFT p50 {r['ttft_p50_ms']:.0f} ms, ITL p50/p99 "
@@ -230,11 +245,14 @@ def to_markdown(res: dict, runs: list) -> str:
          "run's wall time. pyspec's output for each prompt was "
          + ("the same" if res["pyspec_texts_agree"] else "NOT the same (a bug)")
          + " at every concurrency, with and without n-gram speculation.", "",
-         "| streams | server | spec | tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms | errors |",
-         "|---:|---|---|---:|---:|---:|---:|---:|"]
+         "", "other CPU: cores kept busy by other processes on the machine during the run (0 on an idle machine; "
+         "llama.cpp's threads spin while they wait for each other, so with 2 threads on 2 cores any other load "
+         "slows a run by much more than its share).", "",
+         "| streams | server | spec | tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms | errors | other CPU |",
+         "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         L.append(f"| {r['streams']} | {r['server']} | {r['spec']} | {r['tok_s']:.1f} | {r['ttft_p50_ms']:.0f} "
-                 f"| {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {len(r['errors'])} |")
+                 f"| {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} | {len(r['errors'])} | {r['other_cpu_cores']:.2f} |")
     if not res["llama_server"]:
         L += ["", "llama-server was not run (--no-llama-server)."]
     return "\n".join(L)
