@@ -244,7 +244,7 @@ def to_markdown(res: dict, runs: list) -> str:
          "pyspec: exact kernels; llama-server: its own (fast) kernels. Tokens/s: all streams' tokens over the "
          "run's wall time. pyspec's output for each prompt was "
          + ("the same" if res["pyspec_texts_agree"] else "NOT the same (a bug)")
-         + " at every concurrency, with and without n-gram speculation.", "",
+         + " at every concurrency, with and without n-gram speculation.",
          "", "other CPU: cores kept busy by other processes on the machine during the run (0 on an idle machine; "
          "llama.cpp's threads spin while they wait for each other, so with 2 threads on 2 cores any other load "
          "slows a run by much more than its share).", "",
