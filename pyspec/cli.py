@@ -293,10 +293,17 @@ def cmd_serve(args) -> int:
     except ImportError as e:
         raise PyspecError(str(e)) from None
     defaults = _gen_options(argparse.Namespace(**{**vars(args), "n_predict": 0}))  # max_tokens: per request
-    llm = _load(args)
+    if args.parallel > 1:
+        # The batch has a context of its own (-c, split between the sequences); the LLM's engine only
+        # tokenizes here: a small one (a sequence's share of the context, narrow batches) saves its memory.
+        llm = _load(argparse.Namespace(**{**vars(args), "ctx_size": max(256, args.ctx_size // args.parallel),
+                                          "batch_size": min(args.batch_size, 64)}))
+    else:
+        llm = _load(args)
     config = server.ServeConfig(model_name=args.alias or Path(llm.model_path).name, defaults=defaults,
                                 default_max_tokens=args.n_predict, api_key=args.api_key, max_queue=args.max_queue,
-                                max_request_bytes=args.max_request_bytes, parallel=args.parallel)
+                                max_request_bytes=args.max_request_bytes, parallel=args.parallel,
+                                batch_n_ctx=args.ctx_size, batch_n_batch=args.batch_size)
     try:
         srv = server.Server(llm, config, host=args.host, port=args.port,
                             log_level="info" if args.verbose else "warning")

@@ -56,7 +56,8 @@ class ServeConfig:
     api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
     max_queue: requests that may wait for a free sequence; one more gets 503 at once.
     max_request_bytes: a larger request body gets 413.
-    parallel: generations at once (-np); > 1 runs them batched on a pyspec.batch.BatchLLM.
+    parallel: generations at once (-np); > 1 runs them batched on a pyspec.batch.BatchLLM, whose
+      context (split between the sequences) and step width are batch_n_ctx, batch_n_batch.
     """
 
     model_name: str
@@ -66,6 +67,8 @@ class ServeConfig:
     max_queue: int = 16
     max_request_bytes: int = 4 * 2**20
     parallel: int = 1
+    batch_n_ctx: Optional[int] = None    # -np > 1: the batch's context (None: the LLM's n_ctx)
+    batch_n_batch: Optional[int] = None  # and its tokens per step (None: the LLM's n_batch)
 
 
 class APIError(Exception):
@@ -558,7 +561,7 @@ class _State:
         self.batch = None  # -np > 1: the BatchLLM every generation runs in
         if config.parallel > 1:
             from .batch import BatchLLM
-            self.batch = BatchLLM(llm, config.parallel)
+            self.batch = BatchLLM(llm, config.parallel, n_ctx=config.batch_n_ctx, n_batch=config.batch_n_batch)
         self.n_ctx = llm.n_ctx if self.batch is None else self.batch.n_ctx  # the context of one request
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.stopping: Optional[asyncio.Event] = None
