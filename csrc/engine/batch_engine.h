@@ -50,8 +50,9 @@ struct BatchParams {
     // filler rows, so that llama.cpp runs the step as one pass over the streams instead of one per
     // distinct row count or gap in the seq_ids. Costs the padding rows' compute (not their logits).
     // -1: on when the model is offloaded to a GPU, where a pass costs the reading of the weights and
-    // a row little; on the CPU the exact kernels' cost grows with the rows, and padding measured
-    // slower than the split (Gemma 3 270M, 11 n-gram sequences: 201 vs 154 ms a step). 0 off, 1 on.
+    // a row little. On the CPU the exact kernels' cost grows with the rows and it depends on the
+    // drafts (Gemma 3 270M, 16 n-gram sequences, idle 2 cores: draft_n_max 2: 150 tok/s padded vs
+    // 112 split; draft_n_max 16: 89 padded vs 97 split), so it stays off there. 0 off, 1 on.
     int32_t pad_rows = -1;
 };
 
