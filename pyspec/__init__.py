@@ -19,6 +19,7 @@ except ImportError as _e:  # the source tree without the compiled engine
         "from a checkout, use `pytest`, not `python -m pytest`, which puts the uninstalled source tree first "
         "on sys.path.") from _e
 from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, default_threads, memory_report, model_info
+from .batch import BatchLLM, BatchRequest
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
                      InvalidParameterError, MemoryBudgetError, ModelFileNotFoundError, ModelLoadError, PyspecError,
                      UnknownOptionError, UnsupportedError, VocabMismatchError)
@@ -29,7 +30,7 @@ from .plan import Plan, parse_size, plan
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM", "GenerationOptions", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "plan", "Plan", "parse_size",
+    "LLM", "BatchLLM", "BatchRequest", "GenerationOptions", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "plan", "Plan", "parse_size",
     "default_model_path",
     "default_threads",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",

@@ -7,7 +7,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['DFlashDrafter', 'DraftModelDrafter', 'Drafter', 'Eagle3Drafter', 'Engine', 'FeatureDrafter', 'Model', 'MtpDrafter', 'NgramDrafter', 'acceptance_probability', 'build_info', 'check_head_compatible', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'rejection_counts', 'rejection_exact', 'rejection_step', 'residual_distribution', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal', 'verify_rejection']
+__all__: list[str] = ['BatchEngine', 'DFlashDrafter', 'DraftModelDrafter', 'Drafter', 'Eagle3Drafter', 'Engine', 'FeatureDrafter', 'Model', 'MtpDrafter', 'NgramDrafter', 'acceptance_probability', 'build_info', 'check_head_compatible', 'check_vocab_compatible', 'model_info', 'ngram_lookup', 'quantize', 'rejection_counts', 'rejection_exact', 'rejection_step', 'residual_distribution', 'sample_token', 'sampling_distribution', 'set_verbose', 'verify_accept_if_equal', 'verify_rejection']
 class Model:
     """
             A GGUF model loaded by llama.cpp (weights only; contexts live in Engine).
@@ -169,6 +169,117 @@ class DFlashDrafter(FeatureDrafter):
     @property
     def window(self) -> int:
         ...
+class BatchEngine:
+    """
+            Several sequences (llama.cpp seq_ids 0..n_seq_max-1) in one target context: each step() is one
+            llama_decode over every active sequence's next prompt chunk or its last token + drafts; each
+            sequence verifies its own rows and rolls back its own memory. Requests join (add) and leave
+            (finish, cancel) between steps. Each sequence has a KV stream of its own of n_ctx / n_seq_max
+            cells (n_ctx_seq), so that with exact kernels its tokens and logits equal the same request run
+            alone by Engine (with n_ctx=n_ctx_seq), whatever runs beside it. Not thread-safe but for
+            cancel(); pyspec.batch.BatchLLM drives one from a thread of its own.
+    
+            Arguments:
+              model: the target pyspec._core.Model.
+              n_seq_max: sequences at once (1..64).
+              n_ctx: context size in tokens, split between the sequences.
+              n_batch: tokens of one step over all sequences (prompt chunks and verify rows); >= n_seq_max.
+              n_threads, flash_attn, type_k, type_v, exact: as Engine's.
+              n_step_tokens: tokens per step (0: n_batch).
+              pad_rows: pad every sequence's rows in a step to the same count (and idle slots below the
+                highest busy one with filler rows), so that llama.cpp runs the step as one pass over the
+                KV streams instead of one per distinct row count; the padding has no logits. -1: when
+                the model is on a GPU (on the CPU padding measured slower than the split), 0 off, 1 on.
+    
+            Example:
+              >>> be = pyspec._core.BatchEngine(model, n_seq_max=4)
+              >>> a = be.add(prompt_a, max_tokens=16); b = be.add(prompt_b, max_tokens=16)
+              >>> while be.n_active: events = be.step()
+              >>> be.take(a)["tokens"]
+        
+    """
+    def __init__(self, model: Model, n_seq_max: typing.SupportsInt | typing.SupportsIndex = 4, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_step_tokens: typing.SupportsInt | typing.SupportsIndex = 0, pad_rows: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+        ...
+    def add(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, record_logits: bool = False, **kwargs) -> int:
+        """
+                Puts a request into a free slot; it starts at the next step(). Returns its id.
+        
+                Arguments:
+                  prompt: token ids.
+                  options: a pyspec.GenerationOptions (None: its defaults), read as Engine.generate does.
+                  drafter: None (plain decoding) or a fresh pyspec._core.NgramDrafter for this request alone;
+                    other drafters raise InvalidParameterError (they hold one sequence's state).
+                  record_logits: keep the logits row each committed token was chosen from (tests):
+                    recorded_logits(id) once it has finished.
+                  **changes: GenerationOptions fields over `options`; n_predict is max_tokens.
+        
+                Raises PyspecError when no slot is free (n_free == 0), ContextOverflowError for a prompt of
+                n_ctx_seq tokens or more.
+        """
+    def cancel(self, id: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Stops sequence `id` at the start of the next step (finish_reason 'interrupted'); thread-safe.
+        """
+    def memory(self) -> dict:
+        """
+        Bytes of the batch context: KV cache (every sequence's stream) and compute buffers.
+        """
+    def recorded_logits(self, id: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        [n_tokens, n_vocab]: the row each committed token of a finished sequence added with record_logits=True was chosen from (call before take()).
+        """
+    def step(self) -> list:
+        """
+                One forward pass over every active sequence. Returns [(id, tokens, n_from_draft, finished,
+                finish_reason)] for each sequence that committed tokens or ended in it (the first n_from_draft
+                tokens are accepted drafts). An empty list when nothing is active.
+        """
+    def take(self, id: typing.SupportsInt | typing.SupportsIndex) -> dict:
+        """
+        The result of a finished sequence, as Engine.generate's dict plus 'in_prompt' (cancelled before its first token); the id is forgotten.
+        """
+    @property
+    def model(self) -> Model:
+        ...
+    @property
+    def n_active(self) -> int:
+        """
+        Sequences in the batch (prefilling or decoding).
+        """
+    @property
+    def n_ctx_seq(self) -> int:
+        """
+        The context of one sequence: n_ctx / n_seq_max, rounded up to 256 by llama.cpp.
+        """
+    @property
+    def n_free(self) -> int:
+        """
+        Slots free for add().
+        """
+    @property
+    def n_pad_rows(self) -> int:
+        """
+        Padding and filler rows added so far.
+        """
+    @property
+    def n_seq_max(self) -> int:
+        ...
+    @property
+    def n_step_tokens(self) -> int:
+        ...
+    @property
+    def n_steps(self) -> int:
+        """
+        Steps (forward passes) run so far.
+        """
+    @property
+    def n_threads(self) -> int:
+        ...
+    @property
+    def pad_rows(self) -> bool:
+        """
+        Whether steps pad the sequences' rows.
+        """
 class Engine:
     """
             A target context (KV cache) and the speculative decode loop.

@@ -193,6 +193,10 @@ class LLM:
         self.n_threads = n_threads or default_threads()
         self._lock = threading.Lock()
         self.draft_model_path = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
+        # what another context on this model (pyspec.batch.BatchLLM) is made with
+        self._context_args = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
+                                  flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k,
+                                  type_v=type_v, exact=kernels == "exact")
         self._model, self._engine, self._draft_model, self._drafters = _open(
             self.model_path, self.draft_model_path, mtp=mtp, n_ctx=n_ctx, n_batch=n_batch,
             n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,

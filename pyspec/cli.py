@@ -16,10 +16,11 @@ from pathlib import Path
 from .errors import PyspecError
 from .prompts import DEMO_PROMPT
 
-# What `pyspec serve` does not do yet (its --help, -np's refusal and its 503 answers say it).
-SERVE_STAGE_NOTE = ("this stage of pyspec serve runs one generation at a time per model (requests wait in a "
-                    "bounded queue and are served in turn); serving several sequences in one batched forward "
-                    "pass needs the multi-sequence engine of issue 12, a later stage")
+# How `pyspec serve` schedules requests (its --help and its 503 answers say it).
+SERVE_STAGE_NOTE = ("pyspec serve runs -np generations at once (1 by default; -np N > 1 batches N sequences into "
+                    "one forward pass per step, drafting with spec types none and ngram only), and further "
+                    "requests wait in a bounded queue for a free sequence")
+MAX_PARALLEL = 64
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -263,10 +264,24 @@ def cmd_demo(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    """An OpenAI-compatible server (pyspec/server.py); one generation at a time per model."""
-    if args.parallel != 1:
-        raise PyspecError(f"-np {args.parallel}: {SERVE_STAGE_NOTE}. Start it with -np 1 (the default); "
-                          "--max-queue N sets how many requests may wait.")
+    """An OpenAI-compatible server (pyspec/server.py); -np generations at once, batched when > 1."""
+    if not 1 <= args.parallel <= MAX_PARALLEL:
+        raise PyspecError(f"-np must be in [1, {MAX_PARALLEL}] (the generations served at once, each in a "
+                          f"sequence of -c / -np tokens); got {args.parallel}")
+    if args.parallel > 1:
+        if getattr(args, "draft_model", None):
+            raise PyspecError(f"-np {args.parallel} batches several sequences, which draft with spec types none "
+                              "and ngram only, so -md (a draft model, EAGLE-3 or DFlash head) would never be "
+                              "used; leave out -md, or serve it with -np 1")
+        if args.batch_size < args.parallel:
+            raise PyspecError(f"-b {args.batch_size} (tokens per step) is smaller than -np {args.parallel}: each "
+                              f"step holds at least one token of every sequence; use -b >= {args.parallel}")
+        if args.ctx_size // args.parallel < 8:
+            raise PyspecError(f"-c {args.ctx_size} split between -np {args.parallel} sequences leaves fewer than "
+                              "8 tokens each; use a larger -c or a smaller -np")
+        if args.spec_type not in (None, "auto", "none", "ngram"):
+            raise PyspecError(f"--spec-type {args.spec_type}: -np {args.parallel} batches several sequences, "
+                              "which draft with spec types none and ngram only; use one of those or -np 1")
     if args.n_predict < -1 or args.n_predict == 0:
         raise PyspecError(f"-n must be -1 (up to the context) or >= 1, got {args.n_predict}")
     if args.max_queue < 0:
@@ -278,10 +293,17 @@ def cmd_serve(args) -> int:
     except ImportError as e:
         raise PyspecError(str(e)) from None
     defaults = _gen_options(argparse.Namespace(**{**vars(args), "n_predict": 0}))  # max_tokens: per request
-    llm = _load(args)
+    if args.parallel > 1:
+        # The batch has a context of its own (-c, split between the sequences); the LLM's engine only
+        # tokenizes here: a small one (a sequence's share of the context, narrow batches) saves its memory.
+        llm = _load(argparse.Namespace(**{**vars(args), "ctx_size": max(256, args.ctx_size // args.parallel),
+                                          "batch_size": min(args.batch_size, 64)}))
+    else:
+        llm = _load(args)
     config = server.ServeConfig(model_name=args.alias or Path(llm.model_path).name, defaults=defaults,
                                 default_max_tokens=args.n_predict, api_key=args.api_key, max_queue=args.max_queue,
-                                max_request_bytes=args.max_request_bytes)
+                                max_request_bytes=args.max_request_bytes, parallel=args.parallel,
+                                batch_n_ctx=args.ctx_size, batch_n_batch=args.batch_size)
     try:
         srv = server.Server(llm, config, host=args.host, port=args.port,
                             log_level="info" if args.verbose else "warning")
@@ -297,8 +319,11 @@ def cmd_serve(args) -> int:
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         srv.start()
-        print(f"pyspec serve: {config.model_name} on {srv.url} (one generation at a time, up to "
-              f"{config.max_queue} waiting; spec types {', '.join(llm.spec_types)}"
+        at_once = ("one generation at a time" if args.parallel == 1 else
+                   f"{args.parallel} generations at once in one batch, n_ctx {srv.state.n_ctx} each")
+        types = llm.spec_types if args.parallel == 1 else ["none", "ngram"]
+        print(f"pyspec serve: {config.model_name} on {srv.url} ({at_once}, up to "
+              f"{config.max_queue} waiting; spec types {', '.join(types)}"
               + ("; API key required" if args.api_key else "") + ")", flush=True)
         srv.wait()
     finally:
@@ -341,10 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser(
         "serve", help="an OpenAI-compatible HTTP server (needs pyspec[server])",
         description="An OpenAI-compatible server: /v1/chat/completions, /v1/completions (streaming or not), "
-                    "/v1/models, /health, /metrics (Prometheus). This stage runs ONE generation at a time per "
-                    "model: concurrent requests wait in a bounded FIFO queue (--max-queue; one more gets 503 at "
-                    "once) and each is served exactly as it would run alone. -np > 1 is refused: batching "
-                    "several requests into one forward pass is a later stage (issue 12). The generation flags "
+                    "/v1/models, /health, /metrics (Prometheus). -np N generations run at once: with 1 (the "
+                    "default) one at a time; with N > 1 in one batch, one forward pass per step over every "
+                    "running request, each in a sequence of its own with -c / N tokens of context and "
+                    "drafting with spec types none or ngram (-md needs -np 1). Further requests wait in a "
+                    "bounded FIFO queue for a free sequence (--max-queue; one more gets 503 at once). With "
+                    "exact kernels (the default) each request gets exactly the tokens it would get alone "
+                    "(with that context). The generation flags "
                     "below are the defaults of a request that leaves a field out; -n is max_tokens' default "
                     "(-1: up to the context).")
     _add_model_args(sv)
@@ -355,12 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address to listen on (default: %(default)s, this machine only)")
     s_.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0: a free one, printed)")
     s_.add_argument("-np", "--parallel", type=int, default=1,
-                    help="generations at once: only 1 in this stage (batched sequences are a later stage)")
+                    help="generations at once (default: %(default)s; 2..64 batches them into one forward pass "
+                         "per step, each with -c / N tokens of context, spec types none and ngram)")
     s_.add_argument("--api-key", default=None,
                     help="require 'Authorization: Bearer KEY' on every route but /health")
     s_.add_argument("-a", "--alias", default=None, help="the model's id in /v1/models (default: the file name)")
     s_.add_argument("--max-queue", type=int, default=16,
-                    help="requests that may wait while one runs; more get 503 at once (default: %(default)s)")
+                    help="requests that may wait for a free sequence; more get 503 at once "
+                         "(default: %(default)s)")
     s_.add_argument("--max-request-bytes", type=int, default=4 * 2**20,
                     help="larger request bodies get 413 (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)

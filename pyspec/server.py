@@ -1,10 +1,12 @@
 """`pyspec serve`: an OpenAI-compatible HTTP server over one pyspec.LLM, on FastAPI + uvicorn
 (the pyspec[server] extra).
 
-This stage runs ONE generation at a time per model: requests wait in a bounded FIFO queue
-(more than ServeConfig.max_queue waiting: 503 at once) and are served in turn, each exactly as
-it would run alone. Batching several requests into one forward pass needs the multi-sequence
-engine (issue 12, item 1), a later stage.
+ServeConfig.parallel (-np) generations run at once. With 1 (the default) they run one at a time
+on the LLM's own engine; with N > 1 on a pyspec.batch.BatchLLM: N sequences in one context, one
+batched forward pass per step, each request's tokens streamed as its sequence commits them, each
+exactly what it would be alone (exact kernels) with a context of n_ctx / N tokens; drafters
+"none" and "ngram" only. Requests beyond the running ones wait in a bounded FIFO queue (more
+than ServeConfig.max_queue waiting: 503 at once).
 
     srv = Server(pyspec.LLM("model.gguf"), ServeConfig(model_name="model"), port=8080)
     srv.start(); ...; srv.shutdown(); srv.wait()
@@ -52,8 +54,10 @@ class ServeConfig:
     defaults: the generation settings of a request that leaves a field out.
     default_max_tokens: max_tokens of a request that gives none (-1: up to the context).
     api_key: when set, every route but /health needs `Authorization: Bearer <api_key>`.
-    max_queue: requests that may wait while one runs; one more gets 503 at once.
+    max_queue: requests that may wait for a free sequence; one more gets 503 at once.
     max_request_bytes: a larger request body gets 413.
+    parallel: generations at once (-np); > 1 runs them batched on a pyspec.batch.BatchLLM, whose
+      context (split between the sequences) and step width are batch_n_ctx, batch_n_batch.
     """
 
     model_name: str
@@ -62,6 +66,9 @@ class ServeConfig:
     api_key: Optional[str] = None
     max_queue: int = 16
     max_request_bytes: int = 4 * 2**20
+    parallel: int = 1
+    batch_n_ctx: Optional[int] = None    # -np > 1: the batch's context (None: the LLM's n_ctx)
+    batch_n_batch: Optional[int] = None  # and its tokens per step (None: the LLM's n_batch)
 
 
 class APIError(Exception):
@@ -219,9 +226,16 @@ class Job:
         return len(self.prepared[0])
 
 
-def parse_request(body: dict, llm, config: ServeConfig, chat: bool) -> Job:
+# spec_types a batched server (-np > 1) runs: the drafters that hold one sequence's state apiece
+BATCH_SPEC_TYPES = ("none", "ngram")
+
+
+def parse_request(body: dict, llm, config: ServeConfig, chat: bool, n_ctx: Optional[int] = None) -> Job:
     """Checks a /v1/chat/completions (chat=True) or /v1/completions body against the model;
-    raises APIError(400) for anything it cannot run as asked."""
+    raises APIError(400) for anything it cannot run as asked. n_ctx: the context of one request
+    (None: the LLM's; a batched server's sequences have n_ctx / -np)."""
+    n_ctx = llm.n_ctx if n_ctx is None else n_ctx
+    ctx_flag = "-c" if config.parallel == 1 else f"-c (each of the -np {config.parallel} sequences has -c / -np)"
     for name, ok in UNSUPPORTED.items():
         if body.get(name) is not None and not ok(body[name]):
             raise APIError(400, f"'{name}'={json.dumps(body[name])[:100]} is not supported by pyspec serve",
@@ -257,17 +271,24 @@ def parse_request(body: dict, llm, config: ServeConfig, chat: bool) -> Job:
         if not (isinstance(prompt, str) or is_ids):
             raise APIError(400, "'prompt' must be a string or an array of token ids (one prompt: this stage "
                                 "runs one generation per request)", param="prompt")
+    if config.parallel > 1 and opts.spec_type == "auto":
+        opts = opts.replace(spec_type="none")  # the batch's own choice: its drafters are not picked by "auto"
     try:
         prepared = llm._prepare(prompt, opts)
     except PyspecError as e:
         param = "spec_type" if "spec_type" in str(e) else ("messages" if chat else "prompt")
         raise APIError(400, str(e), param=param) from None
+    if config.parallel > 1 and prepared[2] not in BATCH_SPEC_TYPES:
+        raise APIError(400, f"spec_type={prepared[2]!r} cannot run here: this server batches -np "
+                            f"{config.parallel} sequences, which draft with {' or '.join(BATCH_SPEC_TYPES)} only "
+                            "(one n-gram drafter per request); ask for spec_type 'ngram' or 'none', or start the "
+                            "server with -np 1 for the other drafters", param="spec_type")
     n_prompt = len(prepared[0])
-    room = llm.n_ctx - n_prompt  # what can still be generated
+    room = n_ctx - n_prompt  # what can still be generated
     if room < 1:
-        raise APIError(400, f"the prompt has {n_prompt} tokens but the context holds n_ctx={llm.n_ctx}, which "
-                            "leaves no room to generate; shorten the prompt (or start the server with a larger -c)",
-                       param="messages" if chat else "prompt", code="context_length_exceeded")
+        raise APIError(400, f"the prompt has {n_prompt} tokens but the context holds n_ctx={n_ctx}, which "
+                            f"leaves no room to generate; shorten the prompt (or start the server with a larger "
+                            f"{ctx_flag})", param="messages" if chat else "prompt", code="context_length_exceeded")
     given = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _typed(body, given, "integer")
     if max_tokens is None:
@@ -276,7 +297,7 @@ def parse_request(body: dict, llm, config: ServeConfig, chat: bool) -> Job:
         raise APIError(400, f"'{given}' must be >= 1; got {max_tokens}", param=given)
     elif max_tokens > room:
         raise APIError(400, f"'{given}'={max_tokens} does not fit: the prompt has {n_prompt} tokens and the "
-                            f"context holds n_ctx={llm.n_ctx}, so at most {room} tokens can be generated",
+                            f"context holds n_ctx={n_ctx}, so at most {room} tokens can be generated",
                        param=given, code="context_length_exceeded")
     toks, o, spec_type, drafter = prepared
     return Job(chat=chat, prepared=(toks, o.replace(max_tokens=max_tokens), spec_type, drafter), stops=stops,
@@ -315,32 +336,48 @@ class StopMatcher:
 # ---- running a generation ------------------------------------------------------------------------
 
 class Run:
-    """One job on the model, run in a worker thread: the text it accepts reaches the event loop
-    through `events` step by step, ("text", str), then ("done", pyspec.Generation or None when it
-    was cancelled in its prompt) or ("error", exception), the last event."""
+    """One job on the model: the text it accepts reaches the event loop through `events` step by
+    step, ("text", str), then ("done", pyspec.Generation or None when it was cancelled in its
+    prompt) or ("error", exception), the last event. Without `batch` it runs in a worker thread
+    of its own on the LLM's engine; with a pyspec.batch.BatchLLM it is one sequence of the batch,
+    its steps reported from the batch's loop thread."""
 
-    def __init__(self, llm, job: Job, loop: asyncio.AbstractEventLoop):
-        self.llm, self.job, self.loop = llm, job, loop
+    def __init__(self, llm, job: Job, loop: asyncio.AbstractEventLoop, batch=None):
+        self.llm, self.job, self.loop, self.batch = llm, job, loop, batch
         self.events: asyncio.Queue = asyncio.Queue()
         self.n_tokens = 0       # completion tokens: up to the one that completed a stop string
         self.stopped = False    # a stop string ended it
         self._stops = StopMatcher(job.stops)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stopper = _Interrupter(llm)
-        self._cancel = self._stopper.stopped
-        self._thread = threading.Thread(target=self._work, name="pyspec-serve-generation", daemon=True)
+        self._req = None  # the batch's request
+        if batch is None:
+            self._stopper = _Interrupter(llm)
+            self._cancel = self._stopper.stopped
+            self._thread = threading.Thread(target=self._work, name="pyspec-serve-generation", daemon=True)
+        else:
+            self._cancel = threading.Event()
 
     def start(self) -> None:
-        self._thread.start()
+        if self.batch is None:
+            self._thread.start()
+        else:
+            self._req = self.batch.submit_prepared(self.job.prepared, self._on_step, self._batch_done)
 
     def join(self) -> None:
-        self._thread.join()
+        if self.batch is None:
+            self._thread.join()
+        else:
+            self._req.wait()
 
     def cancel(self) -> None:
         """Stops the generation at its next prompt chunk or step (thread-safe), as _Stream.close does:
         the engine's interrupt() only while this job holds the engine, the on_step stop for a cancel
-        that lands before it has begun."""
-        self._stopper.stop()
+        that lands before it has begun; in a batch, the sequence leaves before the next step."""
+        if self.batch is None:
+            self._stopper.stop()
+        else:
+            self._cancel.set()
+            self._req.cancel()
 
     def _emit(self, kind: str, value) -> None:
         try:
@@ -365,16 +402,26 @@ class Run:
 
     def _work(self) -> None:
         try:
-            gen = self.llm._run(self.job.prepared, self._on_step, inside=self._stopper.engine_call())
-            if not self.stopped:
-                self.stopped = self._text(b"", final=True)
-                if not self.stopped and self._stops.pending:
-                    self._emit("text", self._stops.flush())
-            self._emit("done", gen)
+            self._done(self.llm._run(self.job.prepared, self._on_step, inside=self._stopper.engine_call()))
         except GenerationInterrupted:
             self._emit("done", None)
         except BaseException as e:  # noqa: BLE001 - handed to the event loop
             self._emit("error", e)
+
+    def _batch_done(self, req) -> None:
+        if isinstance(req.error, GenerationInterrupted):
+            self._emit("done", None)
+        elif req.error is not None:
+            self._emit("error", req.error)
+        else:
+            self._done(req.generation)
+
+    def _done(self, gen) -> None:
+        if not self.stopped:
+            self.stopped = self._text(b"", final=True)
+            if not self.stopped and self._stops.pending:
+                self._emit("text", self._stops.flush())
+        self._emit("done", gen)
 
     def finish_reason(self, gen) -> str:
         if self.stopped:
@@ -397,9 +444,10 @@ class Metrics:
         self.prompt_tokens = Counter(p + "prompt_tokens", "Prompt tokens of the generations run", registry=r)
         self.generation_tokens = Counter(p + "generation_tokens", "Completion tokens generated (usage."
                                          "completion_tokens of the responses)", registry=r)
-        self.running = Gauge(p + "num_requests_running", "Generations running on the model (at most 1 in this "
-                             "stage)", registry=r)
-        self.waiting = Gauge(p + "num_requests_waiting", "Requests waiting in the queue", registry=r)
+        self.running = Gauge(p + "num_requests_running", "Generations running on the model (at most -np)",
+                             registry=r)
+        self.waiting = Gauge(p + "num_requests_waiting", "Requests waiting in the queue for a free sequence",
+                             registry=r)
         self.drafts = Counter(p + "spec_decode_num_drafts", "Drafts verified (steps with at least one "
                               "drafted token)", registry=r)
         self.draft_tokens = Counter(p + "spec_decode_num_draft_tokens", "Drafted tokens verified", registry=r)
@@ -425,24 +473,25 @@ class Metrics:
 
 
 class _Slot:
-    """The model, one generation at a time, handed to the waiting requests in FIFO order; at most
-    `max_queue` wait."""
+    """The model's `capacity` sequences (-np), handed to the waiting requests in FIFO order; at
+    most `max_queue` wait."""
 
-    def __init__(self, max_queue: int, metrics: Metrics):
+    def __init__(self, max_queue: int, metrics: Metrics, capacity: int = 1):
         self.max_queue = max_queue
         self.metrics = metrics
-        self.busy = False
+        self.capacity = capacity
+        self.n_busy = 0
         self.waiters: collections.deque = collections.deque()
 
     async def acquire(self, *stop: asyncio.Future) -> bool:
-        """True once this request holds the model; False when one of `stop` fired first.
+        """True once this request holds a sequence; False when one of `stop` fired first.
         Raises APIError(503) when the queue is full."""
-        if not self.busy and not self.waiters:
+        if self.n_busy < self.capacity and not self.waiters:
             self._take()
             return True
         if len(self.waiters) >= self.max_queue:
-            raise APIError(503, f"the server is busy: {len(self.waiters)} requests are waiting for the model, "
-                                f"the most it queues (--max-queue {self.max_queue}); {SERVE_STAGE_NOTE}. "
+            raise APIError(503, f"the server is busy: {len(self.waiters)} requests are waiting for a free "
+                                f"sequence, the most it queues (--max-queue {self.max_queue}); {SERVE_STAGE_NOTE}. "
                                 "Try again later.", type="server_error", code="queue_full")
         fut = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
@@ -466,18 +515,18 @@ class _Slot:
         return True
 
     def _take(self) -> None:
-        self.busy = True
-        self.metrics.running.set(1)
+        self.n_busy += 1
+        self.metrics.running.set(self.n_busy)
 
     def release(self) -> None:
         while self.waiters:
             fut = self.waiters.popleft()
             self.metrics.waiting.set(len(self.waiters))
             if not fut.done():
-                fut.set_result(True)  # the model passes to it; busy stays True
+                fut.set_result(True)  # the sequence passes to it; n_busy stays
                 return
-        self.busy = False
-        self.metrics.running.set(0)
+        self.n_busy -= 1
+        self.metrics.running.set(self.n_busy)
 
 
 async def _disconnected(receive) -> None:
@@ -508,7 +557,12 @@ class _State:
     def __init__(self, llm, config: ServeConfig):
         self.llm, self.config = llm, config
         self.metrics = Metrics()
-        self.slot = _Slot(config.max_queue, self.metrics)
+        self.slot = _Slot(config.max_queue, self.metrics, config.parallel)
+        self.batch = None  # -np > 1: the BatchLLM every generation runs in
+        if config.parallel > 1:
+            from .batch import BatchLLM
+            self.batch = BatchLLM(llm, config.parallel, n_ctx=config.batch_n_ctx, n_batch=config.batch_n_batch)
+        self.n_ctx = llm.n_ctx if self.batch is None else self.batch.n_ctx  # the context of one request
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.stopping: Optional[asyncio.Event] = None
         self._stopping_wait: Optional[asyncio.Future] = None
@@ -523,6 +577,11 @@ class _State:
         """On the event loop: new and waiting requests get 503, running generations are stopped."""
         if self.stopping is not None:
             self.stopping.set()
+
+    def close(self) -> None:
+        """Stops the batch's loop thread (its sequences are cancelled)."""
+        if self.batch is not None:
+            self.batch.close()
 
     @property
     def shutting_down(self) -> bool:
@@ -566,7 +625,7 @@ class _Completion(Response):
 
     async def _run(self, send, gone) -> None:
         st, job = self.state, self.job
-        gen = Run(st.llm, job, st.loop)
+        gen = Run(st.llm, job, st.loop, st.batch)
         rid = ("chatcmpl-" if job.chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         head = {"id": rid, "object": ("chat.completion" if job.chat else "text_completion") +
@@ -724,6 +783,7 @@ def create_app(llm, config: ServeConfig, state: Optional[_State] = None):
         await state.started()
         yield
         state.begin_shutdown()
+        await asyncio.to_thread(state.close)
 
     app = FastAPI(title="pyspec serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -741,7 +801,7 @@ def create_app(llm, config: ServeConfig, state: Optional[_State] = None):
     async def completion(request: Request, chat: bool):
         try:
             body = parse_json(await _read_body(request, config.max_request_bytes))
-            return _Completion(state, parse_request(body, llm, config, chat))
+            return _Completion(state, parse_request(body, llm, config, chat, state.n_ctx))
         except APIError as e:
             return e.response()
 
@@ -757,9 +817,10 @@ def create_app(llm, config: ServeConfig, state: Optional[_State] = None):
     async def models():
         return {"object": "list", "data": [{
             "id": config.model_name, "object": "model", "created": state.created, "owned_by": "pyspec",
-            "meta": {"n_ctx": llm.n_ctx, "n_vocab": llm.n_vocab, "spec_types": llm.spec_types,
+            "meta": {"n_ctx": state.n_ctx, "n_vocab": llm.n_vocab,
+                     "spec_types": llm.spec_types if state.batch is None else list(BATCH_SPEC_TYPES),
                      "chat_template": llm.chat_template is not None or llm.has_chat_template,
-                     "parallel": 1, "max_queue": config.max_queue}}]}
+                     "parallel": config.parallel, "max_queue": config.max_queue}}]}
 
     @app.get("/health")
     async def health():

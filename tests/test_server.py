@@ -428,15 +428,21 @@ def test_a_model_without_a_chat_template(tiny_target):
 
 # ---- the CLI, auth, signals -----------------------------------------------------------------------
 
-def test_cli_refuses_several_slots_and_says_what_this_stage_does(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pyspec", "serve", "-np", "4"], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
-    assert r.returncode == 2 and "one generation at a time" in r.stderr and "later stage" in r.stderr, r.stderr
-    assert "issue 12" in r.stderr and "Traceback" not in r.stderr
+def test_cli_refuses_bad_parallel_values_and_says_what_np_does(tmp_path, tiny_target, tiny_draft):
+    for args, says in ((["-np", "0"], "-np must be in [1, 64]"), (["-np", "65"], "-np must be in [1, 64]"),
+                       (["-np", "4", "-b", "2"], "-b 2 (tokens per step) is smaller than -np 4"),
+                       (["-np", "8", "-c", "32"], "leaves fewer than 8 tokens each"),
+                       (["-np", "2", "-md", str(tiny_draft)], "-md (a draft model, EAGLE-3 or DFlash head) would "
+                                                              "never be used"),
+                       (["-np", "2", "--spec-type", "draft"], "spec types none and ngram only")):
+        r = subprocess.run([sys.executable, "-m", "pyspec", "serve", "-m", str(tiny_target), *args],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     r = subprocess.run([sys.executable, "-m", "pyspec", "serve", "--help"], capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)
     text = " ".join(r.stdout.split())
-    assert "ONE generation at a time" in text and "-np > 1 is refused" in text and "127.0.0.1" in text
+    assert "-np N generations run at once" in text and "one forward pass per step" in text and "127.0.0.1" in text
+    assert "later stage" not in text
 
 
 def test_api_key(tiny_target):
@@ -493,7 +499,7 @@ def test_a_full_queue_answers_503_at_once(tiny_target):
         wait_for(lambda: metrics(srv.url)[("pyspec:num_requests_waiting", ())] == 1, "B to wait")
         status, r = post(srv.url, "/v1/completions", body_b)  # one more than the queue holds
         assert status == 503 and r["error"]["code"] == "queue_full"
-        assert "one generation at a time" in r["error"]["message"]
+        assert "waiting for a free sequence" in r["error"]["message"]
         assert not gate.release.is_set()  # answered while A was still held
         gate.release.set()
         a.join(120), b.join(120)
@@ -543,3 +549,126 @@ def test_shutdown_stops_the_running_generation_and_answers_the_waiting(tiny_targ
     finally:
         srv.shutdown()
         assert srv.wait(120)
+
+
+# ---- -np N: the batch engine behind the server --------------------------------------------------------
+
+def served_text(llm, prompt, **kw) -> str:
+    """The text the server answers for the library's solo generation: its tokens' bytes decoded as
+    the server does, which at the end also writes out an incomplete UTF-8 character (as U+FFFD)."""
+    import codecs
+    g = llm.generate(prompt, **kw)
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(llm._continuation_bytes(g.tokens), True)
+
+
+class BatchGate:
+    """Holds a batched server's step loop after the first step of its next request (every sequence
+    waits) until the test opens the gate or the server cancels that request (which opens it too)."""
+
+    def __init__(self, batch):
+        self.armed = False
+        self.held, self.release, self.cancelled = threading.Event(), threading.Event(), threading.Event()
+        submit, gate = batch.submit_prepared, self
+
+        def gated(prepared, on_step=None, on_done=None):
+            hold, gate.armed = gate.armed, False
+
+            def step(tokens, n_from_draft):
+                nonlocal hold
+                go_on = on_step(tokens, n_from_draft) if on_step else True
+                if hold:
+                    hold = False
+                    gate.held.set()
+                    gate.release.wait(300)
+                return go_on
+            req = submit(prepared, step, on_done)
+            if hold:
+                cancel = req.cancel
+
+                def observed():
+                    cancel()
+                    gate.cancelled.set()
+                    gate.release.set()
+                req.cancel = observed
+            return req
+        batch.submit_prepared = gated
+
+
+def test_np_4_serves_16_concurrent_requests_each_as_alone(chat_target, tmp_path):
+    """-np 4: 16 requests at once through the openai client, streaming and not, with and without
+    n-gram speculation, each equal to the library's solo output with a sequence's context."""
+    proc, url, lines = start_cli(tmp_path, "-m", chat_target, "-c", 4 * N_CTX, "-np", 4, "-a", "tiny",
+                                 "--max-queue", 16)
+    try:
+        c = client(url)
+        meta = c.models.list().data[0].model_extra["meta"]
+        assert meta["parallel"] == 4 and meta["n_ctx"] == N_CTX and meta["spec_types"] == ["none", "ngram"]
+        solo_llm = pyspec.LLM(chat_target, n_ctx=N_CTX)
+        words = ["the sort of", "def quicksort(arr): return", "x y z x y z x y", "import self class print",
+                 "the list is the list", "if left else right", "for x in arr", "return self sort"]
+        jobs = [(words[i % 8], ("ngram", "none")[i // 8], 20 + i) for i in range(16)]
+        before = metrics(url)
+
+        def run(i):
+            prompt, spec, n = jobs[i]
+            kw = dict(model="tiny", prompt=prompt, max_tokens=n, extra_body={"ignore_eos": True, "spec_type": spec})
+            if i % 2:
+                chunks = list(c.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+                return "".join(ch.choices[0].text for ch in chunks if ch.choices), chunks[-1].usage, chunks[-2]
+            r = c.completions.create(**kw)
+            return r.choices[0].text, r.usage, r
+        with ThreadPoolExecutor(16) as ex:
+            outs = list(ex.map(run, range(16)))
+        for (prompt, spec, n), (text, usage, last) in zip(jobs, outs):
+            assert text == served_text(solo_llm, prompt, max_tokens=n, ignore_eos=True, spec_type="none"), prompt
+            assert usage.completion_tokens == n and last.model_extra["spec"]["type"] == spec
+        after = metrics(url)
+        delta = lambda name: after.get((name, ()), 0) - before.get((name, ()), 0)  # noqa: E731
+        assert delta("pyspec:generation_tokens_total") == sum(u.completion_tokens for _, u, _ in outs)
+        assert delta("pyspec:prompt_tokens_total") == sum(u.prompt_tokens for _, u, _ in outs)
+        assert delta("pyspec:spec_decode_num_draft_tokens_total") == sum(
+            last.model_extra["timings"]["draft_n"] for _, _, last in outs) > 0
+        assert after[("pyspec:num_requests_running", ())] == 0 and after[("pyspec:num_requests_waiting", ())] == 0
+        # a drafter the batch cannot run, and a prompt longer than one sequence's context
+        status, r = post(url, "/v1/completions", {"prompt": "the", "spec_type": "draft"})
+        assert status == 400 and r["error"]["param"] == "spec_type"
+        status, r = post(url, "/v1/completions", {"prompt": "the " * 600})
+        assert status == 400 and f"n_ctx={N_CTX}" in r["error"]["message"] and "-c / -np" in r["error"]["message"]
+    finally:
+        stop_cli(proc, lines)
+
+
+def test_np_2_queue_disconnect_and_the_next_request(chat_target, tiny_draft):
+    llm = pyspec.LLM(chat_target, n_ctx=2 * N_CTX, draft_model=tiny_draft)
+    solo = pyspec.LLM(chat_target, n_ctx=N_CTX)
+    want = served_text(solo, "the sort of", max_tokens=12, ignore_eos=True)
+    with in_process(llm, parallel=2, max_queue=1) as srv:
+        gate = BatchGate(srv.state.batch)
+        gate.armed = True
+        status, resp, conn = post(srv.url, "/v1/completions", {"prompt": "x y z x y z", "max_tokens": 400,
+                                                               "ignore_eos": True, "stream": True}, stream=True)
+        assert status == 200 and gate.held.wait(120)  # A is held after its first step: the loop waits
+        b, rb = _in_thread(post, srv.url, "/v1/completions", {"prompt": "the sort of", "max_tokens": 12,
+                                                              "ignore_eos": True})  # takes the second sequence
+        wait_for(lambda: metrics(srv.url)[("pyspec:num_requests_running", ())] == 2, "B to run")
+        c_, rc = _in_thread(post, srv.url, "/v1/completions", {"prompt": "the sort of", "max_tokens": 12,
+                                                               "ignore_eos": True, "spec_type": "auto"})
+        wait_for(lambda: metrics(srv.url)[("pyspec:num_requests_waiting", ())] == 1, "C to wait")
+        status, r = post(srv.url, "/v1/completions", {"prompt": "the", "max_tokens": 2})
+        assert status == 503 and r["error"]["code"] == "queue_full" and "free sequence" in r["error"]["message"]
+        status, r = post(srv.url, "/v1/completions", {"prompt": "the", "spec_type": "draft"})
+        assert status == 400 and "-np 1" in r["error"]["message"]
+        resp.close()
+        conn.close()  # A's client leaves while the loop is held
+        assert gate.cancelled.wait(120), "the server did not cancel the sequence"
+        b.join(120), c_.join(120)
+        assert rb["r"][0] == rc["r"][0] == 200
+        assert rb["r"][1]["choices"][0]["text"] == rc["r"][1]["choices"][0]["text"] == want
+        assert rc["r"][1]["spec"]["type"] == "none"  # auto, in a batch: none (not the -md drafter)
+        m = metrics(srv.url)
+        assert m[("pyspec:requests_cancelled_total", (("reason", "disconnect"),))] == 1
+        # A stopped within one step of the cancel: its first token, and B's and C's 12 each
+        assert m[("pyspec:generation_tokens_total", ())] == 1 + 12 + 12
+        assert m[("pyspec:num_requests_running", ())] == 0 and m[("pyspec:num_requests_waiting", ())] == 0
+        status, r = post(srv.url, "/v1/completions", {"prompt": "the sort of", "max_tokens": 12, "ignore_eos": True})
+        assert status == 200 and r["choices"][0]["text"] == want

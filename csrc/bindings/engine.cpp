@@ -11,7 +11,7 @@
 
 namespace pyspec {
 
-static py::dict stats_to_dict(const Stats & s) {
+py::dict stats_to_dict(const Stats & s) {
     py::dict d;
     d["prompt_n"] = s.prompt_n;
     d["prompt_ms"] = s.prompt_ms;
@@ -31,14 +31,14 @@ static py::dict stats_to_dict(const Stats & s) {
 
 // pyspec.GenerationOptions (options, or its defaults, with `changes` applied and checked
 // there) to GenerateParams: the one place where the Python options meet the engine's.
-static GenerateParams generate_params(py::object options, py::kwargs changes) {
+GenerateParams generate_params(py::object options, py::kwargs changes, const char * where) {
     py::object cls = py::module_::import("pyspec.options").attr("GenerationOptions");
     if (changes.contains("n_predict")) {  // the engine's (and llama.cpp's) name for max_tokens
         if (changes.contains("max_tokens"))
             throw InvalidParameterError("give n_predict or max_tokens, not both (n_predict is max_tokens)");
         changes["max_tokens"] = changes.attr("pop")("n_predict");
     }
-    py::object o = cls.attr("build")(options, "Engine.generate()", **changes);
+    py::object o = cls.attr("build")(options, where, **changes);
     GenerateParams gp;
     gp.n_predict = o.attr("max_tokens").cast<int32_t>();
     SamplingParams & sp = gp.sampling;
@@ -106,7 +106,7 @@ void register_engine(py::module_ & m) {
         .def("generate",
              [](Engine & e, const std::vector<llama_token> & prompt, py::object options,
                 std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step, py::kwargs changes) {
-                 const GenerateParams gp = generate_params(options, changes);
+                 const GenerateParams gp = generate_params(options, changes, "Engine.generate()");
                  StepCallback cb;
                  if (on_step) {
                      cb = [&on_step](const std::vector<llama_token> & toks, int32_t n_from_draft) {

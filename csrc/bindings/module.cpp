@@ -8,5 +8,6 @@ PYBIND11_MODULE(_core, m) {
     pyspec::register_verify(m);
     pyspec::register_drafters(m);
     pyspec::register_engine(m);
+    pyspec::register_batch_engine(m);
     pyspec::register_build_info(m);
 }

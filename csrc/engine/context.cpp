@@ -15,7 +15,8 @@ llama_context_params context_params(const ContextSpec & s) {
     cp.n_ctx = s.n_ctx;
     cp.n_batch = s.n_batch;
     cp.n_ubatch = s.n_batch;
-    cp.n_seq_max = 1;
+    cp.n_seq_max = s.n_seq_max;
+    cp.kv_unified = s.kv_unified;
     cp.n_rs_seq = s.n_rs_seq;
     cp.n_outputs_max = s.n_outputs_max;
     cp.n_outputs_max_per_seq = s.n_outputs_max_per_seq;
@@ -34,6 +35,10 @@ llama_context_params context_params(const ContextSpec & s) {
         cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     }
     return cp;
+}
+
+uint32_t padded_n_ctx(uint32_t n_ctx) {
+    return uint32_t(std::min<uint64_t>((uint64_t(n_ctx) + 255) / 256 * 256, UINT32_MAX & ~255u));
 }
 
 ContextPtr new_context(llama_model * model, const ContextSpec & s, const std::string & what,

@@ -12,14 +12,19 @@
 namespace pyspec {
 
 // What differs between the contexts pyspec creates. The rest is the same for
-// all: one sequence, a full-size SWA cache (rolled-back positions must not
-// have evicted the window of a kept token), no perf timers.
+// all: a full-size SWA cache (rolled-back positions must not have evicted the
+// window of a kept token), no perf timers.
 struct ContextSpec {
     uint32_t n_ctx = 0;
     uint32_t n_batch = 512;              // also the ubatch: a batch is one forward
     uint32_t n_outputs_max = 0;          // rows with outputs per ubatch; 0: n_batch
     uint32_t n_outputs_max_per_seq = 1;  // rows a backend sampler may read (llama.cpp's default)
     uint32_t n_rs_seq = 0;               // recurrent-state snapshots for rollback
+    // Sequences (llama.cpp seq_ids 0..n_seq_max-1; the batch engine's slots).
+    // With n_seq_max > 1 and kv_unified false each sequence has a KV stream of
+    // its own, n_ctx / n_seq_max cells (engine/batch_engine.h says why).
+    uint32_t n_seq_max = 1;
+    bool     kv_unified = false;
     int32_t  n_threads = 0;              // 0: default_n_threads() (engine/threads.h)
     // Exact (batch-invariant) kernels: a token's logits do not depend on the
     // batch that computes them. flash_attn: -1 auto (exact: on), 0 off, 1 on.
@@ -33,6 +38,11 @@ struct ContextSpec {
 };
 
 llama_context_params context_params(const ContextSpec & s);
+
+// llama.cpp rounds the context up to a multiple of 256 but caps n_batch at the
+// n_ctx it was asked for: asked for 100, it would take no batch wider than 100
+// tokens (and abort on one). The engines ask for the rounded size.
+uint32_t padded_n_ctx(uint32_t n_ctx);
 
 // Creates a context on `model` from `s` and switches it to the kernels
 // s.exact asks for. Throws Error with llama.cpp's reason (then `advice`) when

@@ -20,13 +20,6 @@ double ms_since(Clock::time_point t0) {
 }  // namespace
 
 namespace {
-// llama.cpp rounds the context up to a multiple of 256 but caps n_batch at the
-// n_ctx it was asked for: asked for 100, it would take no batch wider than 100
-// tokens (and abort on one). The engine asks for the rounded size; n_ctx()
-// reports it and the overflow messages name both.
-uint32_t padded_n_ctx(uint32_t n_ctx) {
-    return uint32_t(std::min<uint64_t>((uint64_t(n_ctx) + 255) / 256 * 256, UINT32_MAX & ~255u));
-}
 // A prompt chunk, and room for a 64-token draft + 1; never wider than the context.
 uint32_t batch_width(const ContextParams & p) {
     return std::min(std::max<uint32_t>(p.n_batch, 65), padded_n_ctx(p.n_ctx));

@@ -25,13 +25,13 @@ void check_decode(int rc, const char * what) {
 
 Batch::Batch(int32_t capacity) : b_(llama_batch_init(capacity, 0, 1)), cap_(capacity) {}
 
-void Batch::add(llama_token t, llama_pos pos, bool logits) {
+void Batch::add(llama_token t, llama_pos pos, bool logits, llama_seq_id seq) {
     if (b_.n_tokens >= cap_) throw Error("internal: batch overflow");
     const int32_t i = b_.n_tokens++;
     b_.token[i] = t;
     b_.pos[i] = pos;
     b_.n_seq_id[i] = 1;
-    b_.seq_id[i][0] = 0;
+    b_.seq_id[i][0] = seq;
     b_.logits[i] = logits;
 }
 

@@ -16,7 +16,8 @@ struct ContextDeleter { void operator()(llama_context * c) const { llama_free(c)
 using ModelPtr   = std::unique_ptr<llama_model, ModelDeleter>;
 using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
 
-// A token batch for one sequence (seq 0) with per-token logits flags.
+// A token batch with per-token logits flags; each token belongs to one
+// sequence (seq 0 unless told).
 class Batch {
 public:
     explicit Batch(int32_t capacity);
@@ -24,7 +25,7 @@ public:
     Batch(const Batch &) = delete;
     Batch & operator=(const Batch &) = delete;
     void clear() { b_.n_tokens = 0; }
-    void add(llama_token t, llama_pos pos, bool logits);
+    void add(llama_token t, llama_pos pos, bool logits, llama_seq_id seq = 0);
     int32_t size() const { return b_.n_tokens; }
     int32_t capacity() const { return cap_; }
     const llama_batch & get() const { return b_; }
