@@ -105,6 +105,16 @@ def source_dir(checkout: Optional[Path] = None) -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+def built_tools() -> Optional[dict]:
+    """{tool name: path} when every anchor tool is already built, else None (builds nothing)."""
+    try:
+        d = build_dir()
+    except AnchorError:
+        return None
+    tools = {t: d / "bin" / t for t in TOOLS}
+    return tools if all(p.is_file() for p in tools.values()) else None
+
+
 def build(jobs: Optional[int] = None, verbose: bool = True) -> dict:
     """Configures once and builds the anchor tools (incremental afterwards); {tool name: path}."""
     checkout = checkout_dir()

@@ -227,19 +227,10 @@ def test_benchmarks_anchors_wrapper_keeps_its_names():
         assert getattr(mod, name) is getattr(anchors, name)
 
 
-def _built_anchor_tools():
-    from pyspec import anchors
-    try:
-        d = anchors.build_dir()
-    except anchors.AnchorError:
-        return None
-    tools = {t: d / "bin" / t for t in anchors.TOOLS}
-    return tools if all(p.is_file() for p in tools.values()) else None
-
-
 def test_anchor_on_tiny_models(tiny_target, tiny_draft, tmp_path):
     """Only when the anchors are already built (tests never build them)."""
-    if _built_anchor_tools() is None:
+    from pyspec import anchors
+    if anchors.built_tools() is None:
         pytest.skip("llama.cpp anchors not built (python benchmarks/anchors.py)")
     out = tmp_path / "a.json"
     r = bench_cli("-m", tiny_target, "-md", tiny_draft, "--spec-type", "ngram,draft", "--prompts", "prose", "-n", 12,

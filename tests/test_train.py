@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import pyspec
+from pyspec import anchors
 from pyspec.errors import InvalidParameterError
 
 torch = pytest.importorskip("torch")  # pip install '.[test,train]' (README)
@@ -98,27 +99,19 @@ def test_trained_drafter_is_accepted_and_lossless(targets):
     assert drafted > 100 and accepted / drafted > 0.85, (accepted, drafted)
 
 
-def _anchor_tools():
-    from pyspec import anchors
-    try:
-        d = anchors.build_dir()
-    except anchors.AnchorError:
-        return None
-    tools = {t: d / "bin" / t for t in anchors.TOOLS}
-    return tools if all(p.is_file() for p in tools.values()) else None
 
 
-@pytest.mark.skipif(_anchor_tools() is None, reason="llama.cpp's tools are not built (python -m pyspec.anchors)")
+
+@pytest.mark.skipif(anchors.built_tools() is None, reason="llama.cpp's tools are not built (python -m pyspec.anchors)")
 def test_llama_cpp_runs_the_trained_drafter(targets, tmp_path):
     """Interop: llama.cpp's own llama-speculative-simple (pinned source) loads the written GGUF as a
     draft-dflash drafter and accepts its drafts."""
-    from pyspec import anchors
     out = targets["dir"] / "bigram-dflash.gguf"
     if not out.exists():
         train_dflash(targets["bigram"], out, steps=1200, prompts=300, layers=1, **FAST)
     prompt = tmp_path / "p.txt"
     prompt.write_text("def quick sort(arr): return left + pivot + right")
-    r = anchors.speculative_dflash(_anchor_tools(), targets["bigram"], out, prompt, 32, 1, n_max=7, ctx=512)
+    r = anchors.speculative_dflash(anchors.built_tools(), targets["bigram"], out, prompt, 32, 1, n_max=7, ctx=512)
     assert r["draft_n"] > 0 and r["acceptance_rate"] > 0.5, r
 
 

@@ -82,24 +82,10 @@ class _Writer:
         return n_vocab
 
     def _copy_tokenizer(self, source: Path, mask_token_id: int | None) -> int:
-        """Copies the tokenizer.* keys of the GGUF `source` (a real target's
-        tokenizer); mask_token_id, when given, replaces the source's mask token."""
-        fields = gguf.GGUFReader(str(source)).fields
-        if "tokenizer.ggml.tokens" not in fields:
-            raise ValueError(f"{source} has no tokenizer (tokenizer.ggml.tokens)")
-        n_vocab = len(fields["tokenizer.ggml.tokens"].data)
-        for key, f in fields.items():
-            if not key.startswith("tokenizer.") or (mask_token_id is not None and key == gguf.Keys.Tokenizer.MASK_ID):
-                continue
-            if f.types[0] == gguf.GGUFValueType.ARRAY:
-                self.w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1])
-            else:
-                self.w.add_key_value(key, f.contents(), f.types[0])
-        if mask_token_id is not None:
-            if not 0 <= mask_token_id < n_vocab:
-                raise ValueError(f"mask_token_id {mask_token_id} outside the vocabulary of {n_vocab}")
-            self.w.add_mask_token_id(mask_token_id)
-        return n_vocab
+        """The tokenizer.* keys of the GGUF `source` (a real target's tokenizer), as
+        pyspec train writes them; mask_token_id, when given, replaces the source's mask token."""
+        from pyspec.train.gguf_io import copy_tokenizer
+        return copy_tokenizer(self.w, source, mask_token_id)
 
     def hparams(self, *, n_ctx: int, n_embd: int, n_layer: int, n_ff: int, n_head: int, n_head_kv: int,
                 head_dim: int) -> None:

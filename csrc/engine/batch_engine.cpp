@@ -68,14 +68,7 @@ BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & pa
 
 int64_t BatchEngine::add(const std::vector<llama_token> & prompt, const GenerateParams & gp,
                          std::shared_ptr<Drafter> drafter, bool record_logits) {
-    validate(gp.sampling);
-    if (gp.n_predict < 0) throw InvalidParameterError("n_predict must be >= 0, got " + std::to_string(gp.n_predict));
-    if (gp.draft_n_max < 0 || gp.draft_n_max > 64)
-        throw InvalidParameterError("draft length (draft_n_max) must be in [0, 64], got " +
-                                    std::to_string(gp.draft_n_max));
-    if (gp.draft_n_min < 0 || gp.draft_n_min > gp.draft_n_max)
-        throw InvalidParameterError("draft_n_min must be in [0, draft_n_max=" + std::to_string(gp.draft_n_max) +
-                                    "], got " + std::to_string(gp.draft_n_min));
+    validate(gp);
     if (drafter && !dynamic_cast<NgramDrafter *>(drafter.get()))
         throw InvalidParameterError("the '" + drafter->name() + "' drafter cannot serve several sequences at once: "
                                     "the batch engine (n_seq_max > 1, pyspec serve -np N) drafts with 'none' or "

@@ -113,16 +113,20 @@ void Engine::decode_batch(const char * what) {
     for (int32_t i = 0; i < batch_.size(); ++i) committed_.push_back(batch_.get().token[i]);
 }
 
-std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits) {
-    if (chunk < 1 || chunk > batch_.capacity())
-        throw InvalidParameterError("chunk must be in [1, " + std::to_string(batch_.capacity()) + "], got " +
-                                    std::to_string(chunk));
-    check_room(tokens.size(), "decode");
+void Engine::check_tokens(const std::vector<llama_token> & tokens) const {
     for (llama_token t : tokens) {
         if (t < 0 || t >= n_vocab_)
             throw InvalidParameterError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
                                         std::to_string(n_vocab_) + ")");
     }
+}
+
+std::vector<float> Engine::decode(const std::vector<llama_token> & tokens, int32_t chunk, bool all_logits) {
+    if (chunk < 1 || chunk > batch_.capacity())
+        throw InvalidParameterError("chunk must be in [1, " + std::to_string(batch_.capacity()) + "], got " +
+                                    std::to_string(chunk));
+    check_room(tokens.size(), "decode");
+    check_tokens(tokens);
     use_device_argmax(false);  // the caller reads logits rows
     std::vector<float> out;
     if (all_logits) out.reserve(tokens.size() * size_t(n_vocab_));
@@ -153,11 +157,7 @@ std::vector<float> Engine::layer_inputs(const std::vector<llama_token> & tokens,
         throw InvalidParameterError("chunk must be in [1, " + std::to_string(batch_.capacity()) + "] (0: the batch), got " +
                                     std::to_string(chunk));
     check_room(tokens.size(), "layer_inputs");
-    for (llama_token t : tokens) {
-        if (t < 0 || t >= n_vocab_)
-            throw InvalidParameterError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
-                                        std::to_string(n_vocab_) + ")");
-    }
+    check_tokens(tokens);
     use_device_argmax(false);
     FeatureRequest f;
     for (int32_t id : layers)
@@ -284,8 +284,7 @@ void Engine::rollback(int32_t n_keep) {
     if (!replay.empty()) prefill(replay);
 }
 
-GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const GenerateParams & gp,
-                                Drafter * drafter, const StepCallback & on_step) {
+void validate(const GenerateParams & gp) {
     validate(gp.sampling);
     if (gp.n_predict < 0) throw InvalidParameterError("n_predict must be >= 0, got " + std::to_string(gp.n_predict));
     if (gp.draft_n_max < 0 || gp.draft_n_max > 64)
@@ -294,6 +293,11 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     if (gp.draft_n_min < 0 || gp.draft_n_min > gp.draft_n_max)
         throw InvalidParameterError("draft_n_min must be in [0, draft_n_max=" + std::to_string(gp.draft_n_max) +
                                     "], got " + std::to_string(gp.draft_n_min));
+}
+
+GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const GenerateParams & gp,
+                                Drafter * drafter, const StepCallback & on_step) {
+    validate(gp);
     if (prompt.empty()) throw InvalidParameterError("the prompt is empty; give at least one token");
     if (prompt.size() >= n_ctx())
         throw ContextOverflowError("the prompt has " + std::to_string(prompt.size()) +

@@ -66,6 +66,9 @@ struct GenerateResult {
     std::string finish_reason;  // "stop" (end of generation token), "length", "context", "interrupted"
 };
 
+// InvalidParameterError unless the settings are usable (sampling, lengths, draft lengths).
+void validate(const GenerateParams & gp);
+
 class Engine {
 public:
     Engine(std::shared_ptr<Model> target, const ContextParams & params);
@@ -129,6 +132,8 @@ private:
     // token, only the last one, or none, and decodes it.
     void submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what);
     void decode_batch(const char * what);
+    // InvalidParameterError unless every id is in the vocabulary
+    void check_tokens(const std::vector<llama_token> & tokens) const;
     // ContextOverflowError unless n more tokens fit after n_past().
     void check_room(size_t n, const char * what) const;
     // "n_ctx=N", and what was asked for when llama.cpp rounded it

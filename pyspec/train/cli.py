@@ -1,7 +1,6 @@
 """`pyspec train dflash`: the command line of pyspec.train (imports PyTorch only when run)."""
 from __future__ import annotations
 
-import argparse
 import json
 
 from ..errors import PyspecError

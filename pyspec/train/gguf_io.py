@@ -111,6 +111,27 @@ def default_target_layers(n_layer: int, n: int = 5) -> list:
     return sorted({round(lo + i * (hi - lo) / (n - 1)) for i in range(n)})
 
 
+def copy_tokenizer(w: "gguf.GGUFWriter", source: os.PathLike, mask_token_id: Optional[int] = None) -> int:
+    """Copies every tokenizer.* key of the GGUF `source` into the writer; mask_token_id, when
+    given, replaces the source's mask token. Returns the vocabulary size."""
+    fields = gguf.GGUFReader(str(source)).fields
+    if "tokenizer.ggml.tokens" not in fields:
+        raise InvalidParameterError(f"{source} has no tokenizer (tokenizer.ggml.tokens)")
+    n_vocab = len(fields["tokenizer.ggml.tokens"].data)
+    for key, f in fields.items():
+        if not key.startswith("tokenizer.") or (mask_token_id is not None and key == gguf.Keys.Tokenizer.MASK_ID):
+            continue
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1])
+        else:
+            w.add_key_value(key, f.contents(), f.types[0])
+    if mask_token_id is not None:
+        if not 0 <= mask_token_id < n_vocab:
+            raise InvalidParameterError(f"mask_token_id {mask_token_id} outside the vocabulary of {n_vocab}")
+        w.add_mask_token_id(int(mask_token_id))
+    return n_vocab
+
+
 def write_drafter(path: os.PathLike, cfg, tensors: dict, target: os.PathLike, *, dtype: str = "f16",
                   n_ctx: int = 0, description: str = "") -> Path:
     """Writes the drafter GGUF: cfg (DFlashConfig), tensors {name: float32 (out, in) array}.
@@ -144,15 +165,7 @@ def write_drafter(path: os.PathLike, cfg, tensors: dict, target: os.PathLike, *,
         w.add_float32("dflash.embedding_scale", float(cfg.embedding_scale))
     if cfg.gelu:
         w.add_string("dflash.hidden_activation", "gelu_pytorch_tanh")
-    fields = gguf.GGUFReader(str(target)).fields
-    for key, f in fields.items():
-        if not key.startswith("tokenizer.") or key == gguf.Keys.Tokenizer.MASK_ID:
-            continue
-        if f.types[0] == gguf.GGUFValueType.ARRAY:
-            w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1])
-        else:
-            w.add_key_value(key, f.contents(), f.types[0])
-    w.add_mask_token_id(int(cfg.mask_token_id))
+    copy_tokenizer(w, target, cfg.mask_token_id)
     for name, a in tensors.items():
         a = np.ascontiguousarray(a, dtype=np.float32)
         if a.ndim == 1 or dtype == "f32":

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import InvalidParameterError
 from .data import Sequence
 from .dflash import EvalReport, TrainOptions, TrainResult, _progress
 from .gguf_io import embedding_scale, gemma_like, target_head, target_info, write_drafter, _field
@@ -81,7 +82,7 @@ def _loss(model, batch, gamma: float, autocast):
                                            ignore_index=-100, reduction="none").view(labels.shape)
     valid = (labels >= 0).float()
     wv = w * valid
-    return (ce * wv).sum() / wv.sum().clamp(min=1.0), logits.detach(), labels
+    return (ce * wv).sum() / wv.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
@@ -239,7 +240,7 @@ def main(spec_path) -> int:
 
     emb, head = target_head(target)
     tdt = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    emb_t = torch.as_tensor(emb.copy() if not emb.flags.writeable else emb).to(dev, tdt)
+    emb_t = torch.from_numpy(emb).to(dev, tdt)
     head_t = emb_t if head is emb else torch.as_tensor(head).to(dev, tdt)
     del emb, head
     model = DFlashDrafter(cfg, emb_t, head_t).to(dev)
@@ -278,7 +279,7 @@ def main(spec_path) -> int:
     eval_every = max(1, o.steps // 8)
     first = step
     while step < o.steps:
-        loss, _, _ = _loss(model, batches.sample(o.batch_size, o.anchors), o.gamma, autocast)
+        loss = _loss(model, batches.sample(o.batch_size, o.anchors), o.gamma, autocast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
