@@ -304,7 +304,7 @@ class Engine:
         """
     def device_argmax_available(self) -> bool:
         """
-        Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off).
+        Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).
         """
     def forward(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
         """

@@ -83,3 +83,28 @@ def gemma_path() -> Path:
 def gemma(gemma_path):
     import pyspec
     return pyspec.LLM(gemma_path, n_ctx=1024)
+
+
+_PICKS = """
+import json, sys, pyspec
+llm = pyspec.LLM(sys.argv[1], n_ctx=512, draft_model=sys.argv[2] or None)
+out = []
+for p in json.loads(sys.argv[4]):
+    g = llm.generate(p, max_tokens=int(sys.argv[5]), draft_n_max=int(sys.argv[3]), ignore_eos=True, temperature=0)
+    out.append([g.tokens, g.stats.draft_n, g.stats.draft_n_accepted])
+print(json.dumps({"available": llm._engine.device_argmax_available(), "runs": out}))
+"""
+
+
+def greedy_runs(target, draft, n_max: int, prompts, device_argmax: bool, max_tokens: int = 40) -> dict:
+    """Greedy generations (tokens, drafted, accepted) in a fresh process with device picks
+    forced on (PYSPEC_DEVICE_ARGMAX=1: llama.cpp's backend greedy sampler, on the CPU backend
+    here) or off: the target's and the drafter's argmax leave the device as token ids."""
+    import json
+    import subprocess
+    env = dict(os.environ, PYSPEC_DEVICE_ARGMAX="1" if device_argmax else "0")
+    p = subprocess.run([sys.executable, "-c", _PICKS, str(target), str(draft or ""), str(n_max), json.dumps(prompts),
+                        str(max_tokens)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])

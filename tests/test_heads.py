@@ -12,7 +12,7 @@ import pyspec
 import tiny_draft_heads as heads
 import tiny_models
 import tiny_mtp_models as mtp_models
-from conftest import PROMPTS
+from conftest import PROMPTS, greedy_runs
 from pyspec import _core
 
 DRAFT_LENGTHS = [1, 2, 4, 8, 15]
@@ -85,6 +85,19 @@ def test_greedy_output_equals_plain(llms, baselines, case, n_max):
         # bigram-like random target, draft right often but not always: partial
         # accepts and rollbacks of the target (and of the hybrid's recurrent state)
         assert 0 < accepted < drafted
+
+
+@pytest.mark.parametrize("target, draft", [("bigram", "eagle3_noisy"), ("mtp", None), ("target", "dflash")])
+def test_device_argmax_drafts_what_the_host_drafts(files, target, draft):
+    """Greedy picks on the device (the target's verify rows and every drafter step: only token
+    ids leave the device) give the host's tokens and the same drafts: equal acceptance counts,
+    partial ones for the noisy heads (a wrong row would change them)."""
+    prompts = PROMPTS[:2]
+    host = greedy_runs(files[target], draft and files[draft], 6, prompts, device_argmax=False)
+    dev = greedy_runs(files[target], draft and files[draft], 6, prompts, device_argmax=True)
+    assert dev["available"] and not host["available"]
+    assert dev["runs"] == host["runs"]
+    assert sum(r[1] for r in dev["runs"]) > 0
 
 
 def test_mtp_drafts_with_the_target_hidden_states(files):

@@ -225,7 +225,7 @@ void register_engine(py::module_ & m) {
                 "buffers): the target's weights (model), KV cache and recurrent state (context) and compute "
                 "buffers, in bytes; simulated on a no_alloc model. memory() sums the last two.")
         .def("device_argmax_available", &Engine::device_argmax_available,
-             "Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off).")
+             "Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).")
         .def_property_readonly("n_threads", &Engine::n_threads, "The CPU threads of the target context.")
         .def_property_readonly("model", &Engine::model);
 }

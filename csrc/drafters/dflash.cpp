@@ -33,7 +33,8 @@ DFlashDrafter::DFlashDrafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     // buffers for a whole batch through the LM head (the target's vocabulary).
     cs.n_batch = std::max<uint32_t>(64, uint32_t(block_size_));
     cs.n_outputs_max = uint32_t(block_size_);
-    make_context(drafter_->get(), cs, "the DFlash drafter");
+    cs.n_outputs_max_per_seq = cs.n_outputs_max;  // a device argmax reads every slot
+    make_context(*drafter_, cs, "the DFlash drafter");
     feats_ = std::make_unique<FusedFeatures>(*target_model_, *drafter_);
     llama_set_causal_attn(ctx_.get(), meta_bool(*drafter_, "dflash.attention.causal", false));
 }
@@ -80,8 +81,8 @@ Draft DFlashDrafter::draft(int32_t n_max) {
         add_token(j == 0 ? history_.back() : mask_, P + j, nullptr, 0,
                   j < first + n && (dspark_ || p_.all_outputs || j >= first));
     run(LLAMA_PROCESS_TYPE_DECODE, "dflash block");
-    Draft d = pick_drafts(sampling_, history_, n, p_.p_min, n_vocab(),
-                          [&](int32_t i, llama_token) { return llama_get_logits_ith(ctx_.get(), first + i); });
+    Draft d = pick_drafts(sampling_, history_, n, p_.p_min, n_vocab(), ctx_.get(), argmax_,
+                          [&](int32_t i, llama_token) { return first + i; });
     drop_from(P);  // the block's own rows
     return d;
 }

@@ -21,6 +21,7 @@ DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model &
     cs.exact = p.exact;
     cs.flash_attn = p.flash_attn;
     ctx_ = new_context(model_->get(), cs, "the draft model");
+    argmax_ = DeviceArgmax(model_->params().n_gpu_layers != 0);
 }
 
 void DraftModelDrafter::begin(const std::vector<llama_token> & prompt) {
@@ -58,16 +59,22 @@ void DraftModelDrafter::sync_cache() {
     }
 }
 
+void DraftModelDrafter::set_sampling(const SamplingParams & p) {
+    Drafter::set_sampling(p);
+    argmax_.set(ctx_.get(), 0, p.temperature <= 0.0f && !penalties_active(p) && p_.p_min <= 0.0f);
+}
+
 Draft DraftModelDrafter::draft(int32_t n_max) {
     if (history_.empty() || n_max <= 0) return {};
     if (history_.size() + size_t(n_max) >= llama_n_ctx(ctx_.get())) return {};  // no room: no draft
     sync_cache();
-    return pick_drafts(sampling_, history_, n_max, p_.p_min, model_->n_vocab(), [&](int32_t, llama_token prev) {
+    return pick_drafts(sampling_, history_, n_max, p_.p_min, model_->n_vocab(), ctx_.get(), argmax_,
+                       [&](int32_t, llama_token prev) {
         batch_.clear();
         batch_.add(prev, llama_pos(cached_.size()), true);
         check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
         cached_.push_back(prev);
-        return llama_get_logits_ith(ctx_.get(), 0);
+        return 0;
     });
 }
 

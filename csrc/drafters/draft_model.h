@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "drafters/drafter.h"
+#include "engine/device_argmax.h"
 #include "engine/model.h"
 
 namespace pyspec {
@@ -24,6 +25,8 @@ public:
     void  begin(const std::vector<llama_token> & prompt) override;
     Draft draft(int32_t n_max) override;
     void  accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
+    // greedy drafts without penalties or p_min: picked on the device when the model is offloaded
+    void  set_sampling(const SamplingParams & p) override;
     ContextMemory memory() const { return context_memory(ctx_.get()); }
     int32_t n_threads() const { return llama_n_threads(ctx_.get()); }
 
@@ -33,6 +36,7 @@ private:
     std::shared_ptr<Model> model_;
     DraftModelParams p_;
     ContextPtr ctx_;
+    DeviceArgmax argmax_{false};
     Batch batch_;
     std::vector<llama_token> history_;  // committed tokens
     std::vector<llama_token> cached_;   // tokens in the drafter's memory, position = index

@@ -19,7 +19,8 @@ Eagle3Drafter::Eagle3Drafter(std::shared_ptr<Engine> target, std::shared_ptr<Mod
     // vocabulary logits: encode and decode in chunks of 64 rows.
     ContextSpec cs = base_spec();
     cs.n_batch = cs.n_outputs_max = std::min<uint32_t>(cs.n_batch, 64);
-    make_context(head_->get(), cs, "the EAGLE-3 head");
+    cs.n_outputs_max_per_seq = cs.n_outputs_max;  // a device argmax reads the chunk's rows
+    make_context(*head_, cs, "the EAGLE-3 head");
     feats_ = std::make_unique<FusedFeatures>(*target_model_, *head_);
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
@@ -96,14 +97,15 @@ Draft Eagle3Drafter::draft(int32_t n_max) {
     std::vector<float> h;
     // step 0 reads the pair's logits; step i decodes (draft i - 1, the head's
     // hidden state of the step before) at P + i - 1
-    return pick_drafts(sampling_, history_, n_max, p_.p_min, n_vocab(), [&](int32_t i, llama_token prev) {
-        if (i == 0) return llama_get_logits_ith(ctx_.get(), idx);
+    return pick_drafts(sampling_, history_, n_max, p_.p_min, n_vocab(), ctx_.get(), argmax_,
+                       [&](int32_t i, llama_token prev) {
+        if (i == 0) return idx;
         const float * hn = llama_get_embeddings_nextn_ith(ctx_.get(), i == 1 ? idx : 0);
         if (!hn) throw Error("eagle3: the head produced no hidden state");
         h.assign(hn, hn + D);
         add_token(prev, P + i - 1, h.data(), D, true);
         run(LLAMA_PROCESS_TYPE_DECODE, "eagle3 draft");
-        return llama_get_logits_ith(ctx_.get(), 0);
+        return int32_t(0);
     });
 }
 

@@ -25,10 +25,20 @@ ContextSpec FeatureDrafter::base_spec() const {
     return cs;
 }
 
-void FeatureDrafter::make_context(llama_model * model, const ContextSpec & cs, const std::string & what) {
-    ctx_ = new_context(model, cs, what);
+void FeatureDrafter::make_context(const Model & model, const ContextSpec & cs, const std::string & what) {
+    ctx_ = new_context(model.get(), cs, what);
+    argmax_ = DeviceArgmax(model.params().n_gpu_layers != 0);
     batch_.reset(llama_batch_ext_init(ctx_.get()));
     if (!batch_) throw Error("llama.cpp could not create a batch for the context of " + what);
+}
+
+bool FeatureDrafter::device_picks() const {
+    return sampling_.temperature <= 0.0f && !penalties_active(sampling_) && p_.p_min <= 0.0f;
+}
+
+void FeatureDrafter::set_sampling(const SamplingParams & p) {
+    Drafter::set_sampling(p);
+    argmax_.set(ctx_.get(), 0, device_picks());
 }
 
 int32_t FeatureDrafter::add_token(llama_token t, llama_pos pos, const float * embd, size_t n_embd, bool output) {

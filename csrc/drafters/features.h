@@ -22,6 +22,7 @@
 
 #include "drafters/drafter.h"
 #include "engine/context.h"
+#include "engine/device_argmax.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 
@@ -55,6 +56,7 @@ using BatchExtPtr = std::unique_ptr<llama_batch_ext, BatchExtDeleter>;
 class FeatureDrafter : public Drafter {
 public:
     void begin(const std::vector<llama_token> & prompt) override;
+    void set_sampling(const SamplingParams & p) override;
     void accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
     DraftMemory memory() const;
     const std::shared_ptr<Engine> & target() const { return engine_; }
@@ -63,7 +65,10 @@ protected:
     FeatureDrafter(std::shared_ptr<Engine> target, const HeadParams & p);
     // Creates the drafter context for `model` (target or drafter weights);
     // `what` names the drafter in messages ("the MTP head").
-    void make_context(llama_model * model, const ContextSpec & cs, const std::string & what);
+    void make_context(const Model & model, const ContextSpec & cs, const std::string & what);
+    // Whether this generation's drafts are picked on the device (greedy, no
+    // penalties, no p_min, an offloaded model): set_sampling attaches it.
+    bool device_picks() const;
     // The drafter context's settings before each drafter's own: the target's
     // context size, batch and threads, fast kernels, the target as ctx_other.
     ContextSpec base_spec() const;
@@ -86,6 +91,7 @@ protected:
     HeadParams p_;
     ContextPtr ctx_;
     BatchExtPtr batch_;
+    DeviceArgmax argmax_{false};  // greedy drafts on the device (the drafter context's seq 0)
     std::vector<llama_token> history_;  // committed tokens (prompt + emitted)
 };
 

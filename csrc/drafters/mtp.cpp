@@ -18,7 +18,7 @@ MtpDrafter::MtpDrafter(std::shared_ptr<Engine> target, const HeadParams & p) : F
     ContextSpec cs = base_spec();
     cs.type = LLAMA_CONTEXT_TYPE_MTP;
     cs.n_outputs_max = 1;  // a draft step reads one row; the catch-up reads none
-    make_context(target_model_->get(), cs, "the MTP head");
+    make_context(*target_model_, cs, "the MTP head");
     llama_set_embeddings_nextn(ctx_.get(), true, /*masked=*/true);
 }
 
@@ -52,7 +52,8 @@ Draft MtpDrafter::draft(int32_t n_max) {
     drop_from(P);
     // step i: the head at P + i reads (the token there, h at P + i - 1): the
     // target's row first, then the head's own from the step before
-    return pick_drafts(sampling_, history_, n_max, p_.p_min, n_vocab(), [&](int32_t i, llama_token prev) {
+    return pick_drafts(sampling_, history_, n_max, p_.p_min, n_vocab(), ctx_.get(), argmax_,
+                       [&](int32_t i, llama_token prev) {
         if (i > 0) {
             const float * hn = llama_get_embeddings_nextn_ith(ctx_.get(), 0);
             if (!hn) throw Error("mtp: the head produced no hidden state");
@@ -60,7 +61,7 @@ Draft MtpDrafter::draft(int32_t n_max) {
         }
         add_token(prev, P + i, h.data(), E, true);
         run(LLAMA_PROCESS_TYPE_DECODE, "mtp draft");
-        return llama_get_logits_ith(ctx_.get(), 0);
+        return 0;
     });
 }
 

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+
+#include "engine/error.h"
 
 namespace pyspec {
 
@@ -52,13 +55,21 @@ double top_probability(const float * logits, int32_t n_vocab) {
 }  // namespace
 
 Draft pick_drafts(const SamplingParams & p, const std::vector<llama_token> & history, int32_t n_max, float p_min,
-                  int32_t n_vocab, const DraftLogits & logits_at) {
+                  int32_t n_vocab, llama_context * ctx, const DeviceArgmax & argmax, const DraftRow & row_at) {
     Draft d;
     if (history.empty()) return d;
-    DraftPicker picker(p, history);
     llama_token prev = history.back();
+    if (argmax.on()) {
+        for (int32_t i = 0; i < n_max; ++i) {
+            prev = argmax.token(ctx, row_at(i, prev), n_vocab);
+            d.tokens.push_back(prev);
+        }
+        return d;
+    }
+    DraftPicker picker(p, history);
     for (int32_t i = 0; i < n_max; ++i) {
-        const float * logits = logits_at(i, prev);
+        const float * logits = llama_get_logits_ith(ctx, row_at(i, prev));
+        if (!logits) throw Error("a drafter's forward returned no logits for its draft step " + std::to_string(i));
         if (p_min > 0.0f && i > 0 && top_probability(logits, n_vocab) < p_min) break;
         prev = picker.pick(logits, n_vocab, uint64_t(history.size()) + uint64_t(i), d);
     }

@@ -50,9 +50,7 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
                     std::to_string(n_ctx()) + ", n_batch=" + std::to_string(params.n_batch));
     if (params.exact && target_->params().n_gpu_layers != 0 && !target_->params().no_alloc && llama_supports_gpu_offload())
         probe_exact();
-    const char * env = std::getenv("PYSPEC_DEVICE_ARGMAX");
-    device_argmax_ok_ = target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() &&
-                        !(env && std::strcmp(env, "0") == 0);
+    argmax_ = DeviceArgmax(target_->params().n_gpu_layers != 0);
 }
 
 void Engine::probe_exact() {
@@ -70,32 +68,6 @@ void Engine::probe_exact() {
         throw UnsupportedError("exact (batch-invariant) GPU kernels cannot run '" + target_->path() + "': " +
                                log_recent() + ". Use kernels='fast' (not lossless) or n_gpu_layers=0 (exact on the CPU).");
     check_decode(rc, "exact-kernel probe");
-}
-
-void Engine::use_device_argmax(bool on) {
-    on = on && device_argmax_ok_;
-    if (on == device_argmax_on_) return;
-    if (on) {
-        // a chain is initialised for the backend once (llama_sampler_chain_backend_init asserts
-        // otherwise): a fresh one for every attach after a detach (decode() detaches it)
-        greedy_.reset(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-        llama_sampler_chain_add(greedy_.get(), llama_sampler_init_greedy());
-    }
-    if (!llama_set_sampler(ctx_.get(), 0, on ? greedy_.get() : nullptr)) {
-        if (on) {  // the backend cannot run it: stay on the host argmax from now on
-            device_argmax_ok_ = false;
-            return;
-        }
-        throw Error("could not detach the device sampler");
-    }
-    device_argmax_on_ = on;
-}
-
-llama_token Engine::device_token(int32_t i) {
-    const llama_token t = llama_get_sampled_token_ith(ctx_.get(), i);
-    if (t < 0 || t >= n_vocab_)
-        throw Error("the device sampler returned no token for output " + std::to_string(i));
-    return t;
 }
 
 void Engine::reset() {
@@ -318,8 +290,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
                                           uint32_t(gp.draft_n_max) > llama_n_rs_seq(ctx_.get())));
     // Greedy without penalties on a GPU: the argmax runs on the device.
     const bool dev_argmax =
-        device_argmax_ok_ && gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling);
-    use_device_argmax(dev_argmax);
+        argmax_.set(ctx_.get(), 0, gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling));
 
     const bool rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     if (drafter) {

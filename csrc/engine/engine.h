@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "drafters/drafter.h"
+#include "engine/device_argmax.h"
 #include "engine/model.h"
 #include "engine/stats.h"
 #include "verify/sampling.h"
@@ -121,9 +122,9 @@ public:
     // positions itself (the path recurrent models need; for testing it).
     bool force_checkpoints = false;
     // Whether greedy generations take the argmax on the device (the model is
-    // offloaded to a GPU; PYSPEC_DEVICE_ARGMAX=0 turns it off): no logits row
+    // offloaded to a GPU; PYSPEC_DEVICE_ARGMAX=0 turns it off, =1 on): no logits row
     // is copied to the host, only the token ids.
-    bool device_argmax_available() const { return device_argmax_ok_; }
+    bool device_argmax_available() const { return argmax_.available(); }
     // Bytes of the target context: KV cache (and recurrent state), compute buffers.
     ContextMemory memory() const { return context_memory(ctx_.get()); }
 
@@ -147,8 +148,8 @@ private:
     // only; `observer` (a drafter) sees every chunk.
     void prefill(const std::vector<llama_token> & prompt, Drafter * observer = nullptr);
     // Attaches (or detaches) the device-side greedy sampler of seq 0.
-    void use_device_argmax(bool on);
-    llama_token device_token(int32_t i);
+    void use_device_argmax(bool on) { argmax_.set(ctx_.get(), 0, on); }
+    llama_token device_token(int32_t i) const { return argmax_.token(ctx_.get(), i, n_vocab_); }
 
     std::shared_ptr<Model> target_;
     ContextParams params_;
@@ -160,11 +161,7 @@ private:
     std::vector<uint8_t> ckpt_;
     int32_t ckpt_n_ = -1;
     double forward_ms_ = 0.0;  // time inside llama_decode + synchronize, since reset()
-    // device argmax: a llama_sampler chain holding one greedy sampler, made anew at every attach
-    struct SamplerDeleter { void operator()(llama_sampler * s) const { llama_sampler_free(s); } };
-    std::unique_ptr<llama_sampler, SamplerDeleter> greedy_;
-    bool device_argmax_ok_ = false;
-    bool device_argmax_on_ = false;
+    DeviceArgmax argmax_{false};
     std::atomic<bool> interrupt_{false};
     FeatureRequest exported_;
 };
