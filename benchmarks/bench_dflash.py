@@ -29,11 +29,12 @@ def main(argv=None) -> int:
     llm = pyspec.LLM(a.target, n_ctx=1024, n_gpu_layers=a.n_gpu_layers, draft_model=a.drafter, kernels=a.kernels)
     prompts = D.corpus("held_out", n=2 * a.prompts)
     rows = []
-    llm.generate("warm up", max_tokens=8, temperature=0)
+    llm.generate("warm up", max_tokens=8, temperature=0, spec_type="none")
     llm.generate("warm up", max_tokens=8, temperature=0, spec_type="dflash")
     for p in prompts:
         toks = D.prompt_tokens(llm, p, 256)
-        plain = llm.generate(toks, max_tokens=a.max_tokens, temperature=0)
+        # spec_type none: with a drafter loaded the default (auto) would draft with it
+        plain = llm.generate(toks, max_tokens=a.max_tokens, temperature=0, spec_type="none")
         spec = llm.generate(toks, max_tokens=a.max_tokens, temperature=0, spec_type="dflash",
                             draft_n_max=a.draft_n_max)
         rows.append(dict(kind=p.kind, source=p.source, n=len(plain.tokens), same=plain.tokens == spec.tokens,

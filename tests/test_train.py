@@ -89,7 +89,7 @@ def test_trained_drafter_is_accepted_and_lossless(targets):
     for p in D.corpus("held_out", n=8):
         toks = D.prompt_tokens(llm, p, 32)
         # as long as the training responses: the drafter has seen positions up to 64 only
-        plain = llm.generate(toks, max_tokens=32, temperature=0)
+        plain = llm.generate(toks, max_tokens=32, temperature=0, spec_type="none")
         spec = llm.generate(toks, max_tokens=32, temperature=0, spec_type="dflash", draft_n_max=7)
         assert spec.tokens == plain.tokens
         drafted += spec.stats.draft_n
@@ -100,6 +100,23 @@ def test_trained_drafter_is_accepted_and_lossless(targets):
 
 
 
+
+
+def test_trained_drafter_drafts_the_same_on_the_device(targets):
+    """The trained DFlash drafter with its block's argmax taken on the device (a backend greedy
+    sampler; forced on for the CPU backend here): the same drafts and acceptance as host picks,
+    most of them accepted, so the device reads the right slots."""
+    from conftest import greedy_runs
+    out = targets["dir"] / "bigram-dflash.gguf"
+    if not out.exists():
+        train_dflash(targets["bigram"], out, steps=1200, prompts=300, layers=1, **FAST)
+    llm = pyspec.LLM(str(targets["bigram"]), n_ctx=512)
+    prompts = [D.prompt_tokens(llm, p, 32) for p in D.corpus("held_out", n=3)]  # as trained: 32 + 32 tokens
+    host = greedy_runs(targets["bigram"], out, 7, prompts, device_argmax=False, max_tokens=32)
+    dev = greedy_runs(targets["bigram"], out, 7, prompts, device_argmax=True, max_tokens=32)
+    assert dev["available"] and dev["runs"] == host["runs"]
+    drafted, accepted = sum(r[1] for r in dev["runs"]), sum(r[2] for r in dev["runs"])
+    assert drafted > 30 and accepted > 0.5 * drafted, (accepted, drafted)
 
 
 @pytest.mark.skipif(anchors.built_tools() is None, reason="llama.cpp's tools are not built (python -m pyspec.anchors)")
@@ -137,6 +154,7 @@ def test_cli_trains_resumes_and_reports(targets):
     (["--block-size", "1"], "block_size must be >= 2"),
     (["--target-layers", "0,9"], "target layer ids \\[9\\] are not layer inputs"),
     (["--target-layers", "x"], "comma-separated integers"),
+    (["-np", "65"], "parallel must be an integer in \\[0, 64\\]"),
 ])
 def test_cli_bad_input(targets, args, message):
     base = {"--target": str(targets["llama"]), "--out": str(targets["dir"] / "bad.gguf")}
@@ -148,6 +166,23 @@ def test_cli_bad_input(targets, args, message):
     assert p.returncode == 2
     import re
     assert re.search(message, p.stderr), p.stderr
+
+
+def test_batched_self_distillation_is_the_serial_one(targets):
+    """Responses made 4 at once in a BatchLLM are the target's solo greedy responses, in prompt
+    order; a token budget stops the batch early."""
+    llm = pyspec.LLM(str(targets["llama"]), n_ctx=128)
+    prompts = D.corpus("train", n=10)
+    one = D.self_distill(llm, prompts, max_tokens=16, max_prompt=32)
+    four = D.self_distill(llm, prompts, max_tokens=16, max_prompt=32, n_parallel=4)
+    assert [s.source for s in four] == [s.source for s in one] and len(one) == 10
+    for a, b in zip(one, four):
+        assert a.n_prompt == b.n_prompt and np.array_equal(a.tokens, b.tokens)
+    seen = []
+    few = D.self_distill(llm, prompts, max_tokens=16, max_prompt=32, n_parallel=2, token_budget=20,
+                         on_progress=lambda done, n: seen.append((done, n)))
+    # the budget stops new prompts; the ones already queued (2 per sequence) still finish
+    assert 2 <= len(few) < 10 and seen[-1] == (len(few), sum(len(s.tokens) - s.n_prompt for s in few))
 
 
 def test_corpus_holds_files_out():

@@ -51,7 +51,7 @@ build() {  # once: skipped when a CUDA build is installed
 rebuild() {  # incremental in build/cuda
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) PYSPEC_CUDA=1 python3 -m pip install --no-build-isolation --no-deps . \
-    -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a -C cmake.define.PYSPEC_BUILD_ANCHORS=ON \
+    -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90a -C cmake.define.PYSPEC_BUILD_ANCHORS=${PYSPEC_ANCHORS:-ON} \
     -C build-dir=build/cuda > "$OUT/build.log" 2>&1 || { tail -80 "$OUT/build.log"; exit 1; }
   (cd /tmp && python3 -c "import pyspec; print(pyspec.build_info())")
   probe_build || echo "(probe build failed: see $OUT/probe-build.log)"
@@ -85,7 +85,7 @@ gputest() {  # tests/test_gpu.py (tiny models, and Gemma once all its parts are 
 
 gemma() {  # gemma N: append part N (carried alone in build/gpupart), check the sha256 after the last
   local n=$1 part have want
-  part=$(ls build/gpupart/*.part0$((n - 1)) 2>/dev/null | head -1)
+  part=$(ls build/gpupart/*.part0$((n - 1)) build/gp$n/*.part0$((n - 1)) 2>/dev/null | head -1 || true)
   have=$(stat -c %s "$GEMMA" 2>/dev/null || echo 0)
   want=$(( (n - 1) * 63963136 ))
   if [ -n "$part" ] && [ "$have" -eq "$want" ]; then cat "$part" >> "$GEMMA"; fi
@@ -193,14 +193,33 @@ mmv_ncu() {  # Nsight Compute on the exact kernel alone (--one mode of the harne
   done
 }
 
+batchsmoke() {  # BatchLLM on the GPU: 8 concurrent greedy requests, each against its solo output
+  (cd /tmp && python3 - "$PYSPEC_GPU_MODELS/llama256-q4_k_m.gguf" <<'PY' 2>&1 | tee "$OUT/batchsmoke.log"
+import sys, time, pyspec
+llm = pyspec.LLM(sys.argv[1], n_ctx=512, n_gpu_layers=-1)
+prompts = [f"prompt {i}: " + "ab" * i for i in range(8)]
+with pyspec.BatchLLM(llm, n_parallel=8, n_ctx=8 * 512) as b:
+    t = time.perf_counter()
+    reqs = [b.submit(p, max_tokens=64, temperature=0) for p in prompts]
+    got = [r.result().tokens for r in reqs]
+    print(f"batch of 8: {time.perf_counter() - t:.2f} s, {b.n_steps} steps")
+solo = [llm.generate(p, max_tokens=64, temperature=0).tokens for p in prompts]
+print("batch == solo per request:", [g == s for g, s in zip(got, solo)])
+PY
+  )
+}
+
 train_gemma() {  # pyspec train dflash on the real Gemma 3 270M (data and features on the GPU, training in torch)
   build
   [ -f "$GEMMA.sha256" ] || { echo "no Gemma model: run the steps 'gemma 1' .. 'gemma 4' first"; return 1; }
   local d=/tmp/pyspec-gpu/dflash
   mkdir -p "$d"
+  # TRAIN_RESUME=1: keep the data and continue from the checkpoint for another TRAIN_S seconds
   (cd /tmp && python3 -m pyspec train dflash --target "$GEMMA" --out "$d/gemma3-270m-dflash.gguf" -ngl -1 \
      --layers "${TRAIN_LAYERS:-3}" --n-ff "${TRAIN_NFF:-1024}" --data-time "${TRAIN_DATA_S:-150}" \
-     --train-time "${TRAIN_S:-240}" --steps "${TRAIN_STEPS:-6000}" --dtype q8_0 --no-progress) 2>&1 | tee "$OUT/train.log"
+     --train-time "${TRAIN_S:-240}" --steps "${TRAIN_STEPS:-100000}" --batch-size "${TRAIN_BS:-16}" \
+     --prompts "${TRAIN_PROMPTS:-20000}" -np "${TRAIN_NP:-32}" --eval-prompts "${TRAIN_EVAL:-48}" \
+     --dtype q8_0 --no-progress ${TRAIN_RESUME:+--resume}) 2>&1 | tee -a "$OUT/train.log"
   cp "$d/gemma3-270m-dflash.gguf.json" "$OUT/"
   # files come back at most 16 MiB each: the drafter in parts (cat them back together)
   split -b 15M -d "$d/gemma3-270m-dflash.gguf" "$OUT/gemma3-270m-dflash.gguf.part"

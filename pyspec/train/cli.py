@@ -40,6 +40,8 @@ def add_train_parser(sub) -> None:
                    help="weight type of the written GGUF (default: %(default)s)")
     d.add_argument("-ngl", "--n-gpu-layers", type=int, default=0,
                    help="target layers on the GPU while generating data (-1: all)")
+    d.add_argument("-np", "--parallel", type=int, default=0,
+                   help="responses generated at once while making data (default: 32 with -ngl, else 4)")
     d.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     d.add_argument("--mask-token", type=int, default=None,
                    help="mask token id (default: the target's mask token, <mask>, or <unk>)")
@@ -64,7 +66,7 @@ def cmd_train_dflash(args) -> int:
                      batch_size=args.batch_size, anchors=args.anchors, lr=args.lr, seed=args.seed,
                      prompts=args.prompts, eval_prompts=args.eval_prompts, max_tokens=args.max_tokens,
                      token_budget=args.token_budget, data_time=args.data_time, train_time=args.train_time,
-                     dtype=args.dtype, n_gpu_layers=args.n_gpu_layers, device=args.device,
+                     dtype=args.dtype, n_gpu_layers=args.n_gpu_layers, parallel=args.parallel, device=args.device,
                      mask_token_id=args.mask_token, checkpoint_every=args.checkpoint_every, resume=args.resume,
                      progress=not args.no_progress)
     r = train_dflash(args.target, args.out, o, log=(lambda s: None) if args.json else print)

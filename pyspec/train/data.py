@@ -12,6 +12,7 @@ target's layer inputs over prompt + response, from llama.cpp's own graphs
 from __future__ import annotations
 
 import ast
+import collections
 import hashlib
 import random
 import sysconfig
@@ -114,25 +115,60 @@ def prompt_tokens(llm, p: Prompt, max_prompt: int) -> List[int]:
 
 def self_distill(llm, prompts: List[Prompt], *, max_tokens: int, max_prompt: int = 256,
                  token_budget: Optional[int] = None, time_budget: Optional[float] = None,
-                 on_progress: Optional[Callable[[int, int], None]] = None) -> List[Sequence]:
-    """The target's greedy responses to `prompts` (stops at token_budget generated tokens or
-    time_budget seconds). on_progress(done prompts, generated tokens)."""
+                 on_progress: Optional[Callable[[int, int], None]] = None, n_parallel: int = 1) -> List[Sequence]:
+    """The target's greedy responses to `prompts`, in their order (stops at token_budget generated
+    tokens or time_budget seconds). on_progress(done prompts, generated tokens).
+
+    n_parallel > 1 generates that many responses at once in one BatchLLM (one forward per step
+    for all of them, no speculation); with exact kernels each response is the one the target
+    gives alone, so the data does not depend on n_parallel, only its speed does."""
     seqs: List[Sequence] = []
     n_gen, t0 = 0, time.monotonic()
-    for i, p in enumerate(prompts):
-        toks = prompt_tokens(llm, p, max_prompt)
-        g = llm.generate(toks, max_tokens=max_tokens, temperature=0.0, spec_type="ngram")
-        if g.tokens:
-            seqs.append(Sequence(np.asarray(toks + list(g.tokens), dtype=np.int32), len(toks), p.source, p.kind))
-            n_gen += len(g.tokens)
-        if on_progress:
-            on_progress(i + 1, n_gen)
-        if (token_budget and n_gen >= token_budget) or (time_budget and time.monotonic() - t0 >= time_budget):
-            break
+
+    def spent() -> bool:
+        return bool((token_budget and n_gen >= token_budget) or (time_budget and time.monotonic() - t0 >= time_budget))
+
+    def keep(p: Prompt, toks: List[int], out: List[int]) -> None:
+        nonlocal n_gen
+        if out:
+            seqs.append(Sequence(np.asarray(list(toks) + list(out), dtype=np.int32), len(toks), p.source, p.kind))
+            n_gen += len(out)
+
+    if n_parallel <= 1:
+        for i, p in enumerate(prompts):
+            toks = prompt_tokens(llm, p, max_prompt)
+            keep(p, toks, llm.generate(toks, max_tokens=max_tokens, temperature=0.0, spec_type="ngram").tokens)
+            if on_progress:
+                on_progress(i + 1, n_gen)
+            if spent():
+                break
+        return seqs
+
+    from ..batch import BatchLLM
+
+    per_seq = max_prompt + max_tokens + 16
+    window: collections.deque = collections.deque()  # (prompt, tokens, request), in prompt order
+    with BatchLLM(llm, n_parallel, n_ctx=per_seq * n_parallel,
+                  n_batch=max(llm._context_args["n_batch"], n_parallel)) as b:
+        it, done = iter(prompts), 0
+        while True:
+            while not spent() and len(window) < 2 * n_parallel:  # keep every sequence busy
+                p = next(it, None)
+                if p is None:
+                    break
+                toks = prompt_tokens(llm, p, max_prompt)
+                window.append((p, toks, b.submit(toks, max_tokens=max_tokens, temperature=0.0)))
+            if not window:
+                break
+            p, toks, req = window.popleft()
+            keep(p, toks, req.result().tokens)
+            done += 1
+            if on_progress:
+                on_progress(done, n_gen)
     return seqs
 
 
-def features(llm, seq: Sequence, layers: List[int], dtype=np.float16) -> np.ndarray:
+def features(llm, seq: Sequence, layers: List[int], dtype=np.float32) -> np.ndarray:
     """The target's layer inputs for every token of seq: [T, len(layers) * n_embd]."""
     eng = llm._engine
     eng.reset()

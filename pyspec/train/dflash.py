@@ -58,6 +58,7 @@ class TrainOptions:
     kinds: tuple = D.KINDS
     dtype: str = "f16"                   # weights of the written GGUF: f32, f16, q8_0
     n_gpu_layers: int = 0                # target layers on the GPU for data generation
+    parallel: int = 0                    # responses generated at once (0: 32 with GPU layers, else 4)
     n_ctx: int = 0                       # target context for data generation (0: prompt + response)
     device: Optional[str] = None         # torch device (None: cuda when available, else cpu)
     checkpoint_every: int = 500          # steps between checkpoints (out + ".ckpt")
@@ -77,6 +78,8 @@ class TrainOptions:
             raise InvalidParameterError(f"layers must be an integer >= 1, got {self.layers!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise InvalidParameterError(f"lr must be > 0, got {self.lr!r}")
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) or not 0 <= self.parallel <= 64:
+            raise InvalidParameterError(f"parallel must be an integer in [0, 64] (0: automatic), got {self.parallel!r}")
         if self.dtype not in ("f32", "f16", "q8_0"):
             raise InvalidParameterError(f"dtype must be f32, f16 or q8_0, got {self.dtype!r}")
 
@@ -154,12 +157,13 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
         state["n"] = done
         bar.set_postfix_str(f"{n_gen} tokens, {n_gen / max(time.monotonic() - t0, 1e-9):.0f} tok/s")
 
+    n_par = o.parallel or (32 if o.n_gpu_layers != 0 else 4)
     seqs = D.self_distill(llm, train_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt,
-                          token_budget=o.token_budget, time_budget=o.data_time, on_progress=tick)
+                          token_budget=o.token_budget, time_budget=o.data_time, on_progress=tick, n_parallel=n_par)
     bar.close()
-    held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt)
+    held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt, n_parallel=n_par)
     t_data = time.monotonic() - t0
-    fdtype = np.float16 if o.n_gpu_layers != 0 else np.float32
+    fdtype = np.float32  # Gemma's residual stream overflows float16
     t0 = time.monotonic()
     arrays = {}
     for name, ss in (("train", seqs), ("held", held)):
@@ -177,7 +181,7 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
     n_tok = int(sum(len(s.tokens) - s.n_prompt for s in seqs))
-    log(f"data: {len(seqs)} training sequences ({n_tok} response tokens), {len(held)} held-out, "
+    log(f"data: {len(seqs)} training sequences ({n_tok} response tokens, {n_par} at once), {len(held)} held-out, "
         f"{t_data:.1f} s; features {t_feat:.1f} s -> {path}")
     return {"data": t_data, "features": t_feat}
 

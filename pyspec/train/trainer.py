@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, PyspecError
 from .data import Sequence
 from .dflash import EvalReport, TrainOptions, TrainResult, _progress
 from .gguf_io import embedding_scale, gemma_like, target_head, target_info, write_drafter, _field
@@ -31,8 +31,10 @@ def _pick_device(name: Optional[str]) -> "torch.device":
 class _Batches:
     """Random training blocks over a list of (features, tokens, n_prompt) sequences on `device`."""
 
-    def __init__(self, seqs, feats, block_size: int, device, seed: int):
-        self.items = [(torch.as_tensor(f, device=device), torch.as_tensor(s.tokens.astype(np.int64), device=device),
+    def __init__(self, seqs, feats, block_size: int, device, seed: int, dtype=None):
+        # features leave the host as float32 (the residual stream of some targets, Gemma's,
+        # overflows float16); dtype on the device: bfloat16 on CUDA keeps float32's range
+        self.items = [(torch.as_tensor(f).to(device, dtype or torch.float32), torch.as_tensor(s.tokens.astype(np.int64), device=device),
                        s.n_prompt) for s, f in zip(seqs, feats) if len(s.tokens) - max(s.n_prompt - 1, 1) >= 2]
         if not self.items:
             raise InvalidParameterError("no training sequence has a response of 2 tokens or more; raise max_tokens "
@@ -246,26 +248,31 @@ def main(spec_path) -> int:
     model = DFlashDrafter(cfg, emb_t, head_t).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=o.lr, betas=(0.9, 0.95), weight_decay=o.weight_decay)
-    warm = max(1, int(o.warmup * o.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / o.steps))))
-    step, loss_log, curve = 0, [], []
+    step, loss_log, curve, el_before = 0, [], [], 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=False)
         opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
         step, loss_log, curve = ckpt["step"], ckpt["loss"], ckpt["curve"]
-        print(f"resumed at step {step}", flush=True)
-    fdt = torch.float16 if dev.type == "cuda" else torch.float32
-    batches = _Batches(seqs, [f.astype(np.float16 if fdt == torch.float16 else np.float32) for f in feats],
-                       cfg.block_size, dev, o.seed + step)
-    hb = _Batches(hseqs, [f.astype(np.float16 if fdt == torch.float16 else np.float32) for f in hfeats],
-                  cfg.block_size, dev, 0) if hseqs else None
+        el_before = float(ckpt.get("elapsed", 0.0))
+        print(f"resumed at step {step} ({el_before:.0f} s trained)", flush=True)
+    # the schedule ends at o.steps, or at the time budget when that comes first (a resumed run
+    # with a train_time anneals to its own end, a warm restart)
+    horizon = el_before + o.train_time if o.train_time else None
+
+    def lr_at(s: int, el_total: float) -> float:
+        """Linear warm-up over the first o.warmup of the run, then cosine decay to 0."""
+        frac = s / o.steps if horizon is None else max(s / o.steps, el_total / horizon)
+        up = 1.0 if o.warmup <= 0 else min(1.0, max(frac, (s + 1) / o.steps) / o.warmup)
+        return o.lr * up * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    fdt = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    batches = _Batches(seqs, feats, cfg.block_size, dev, o.seed + step, fdt)
+    hb = _Batches(hseqs, hfeats, cfg.block_size, dev, 0, fdt) if hseqs else None
     hkinds = [s.kind for s in hseqs if len(s.tokens) - max(s.n_prompt - 1, 1) >= 2]
 
     def save_ckpt():
         torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "step": step, "loss": loss_log, "curve": curve}, ckpt_path)
+                    "step": step, "loss": loss_log, "curve": curve,
+                    "elapsed": el_before + time.monotonic() - t0}, ckpt_path)
 
     def write(final: bool):
         write_drafter(out, cfg, model.gguf_tensors(), target, dtype=o.dtype,
@@ -276,20 +283,27 @@ def main(spec_path) -> int:
     bar = _progress(o.steps, "training", o.progress, "step")
     bar.update(step)
     blocks_per_step = o.batch_size * o.anchors
+    # the held-out curve: 8 points over the run, by steps or by the time budget (whichever ends it)
     eval_every = max(1, o.steps // 8)
+    eval_dt = o.train_time / 8 if o.train_time else None
+    next_eval = eval_dt
     first = step
     while step < o.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, el_before + time.monotonic() - t0)
         loss = _loss(model, batches.sample(o.batch_size, o.anchors), o.gamma, autocast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sched.step()
         step += 1
         bar.update(1)
         el = time.monotonic() - t0
         if step % 10 == 0 or step == o.steps:
             lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise PyspecError(f"the training loss is {lv} at step {step}: the drafter's weights are lost; "
+                                  f"lower --lr (now {o.lr}) or check the target's features for inf/nan")
             loss_log.append((step, lv))
             left = (o.steps - step) * el / max(step - first, 1)
             if o.train_time:
@@ -298,12 +312,14 @@ def main(spec_path) -> int:
                                 f"{left:.0f} s left")
             if not o.progress and step % 200 == 0:
                 print(f"step {step}: loss {lv:.3f}, {el:.0f} s", flush=True)
-        if hb is not None and (step % eval_every == 0 or step == o.steps):
-            r = evaluate(model, hb, hb.items[:8], anchors_per_seq=16, autocast=autocast)
+        timed = eval_dt is not None and el >= next_eval
+        if hb is not None and (step % eval_every == 0 or step == o.steps or timed):
+            r = evaluate(model, hb, hb.items[:32], anchors_per_seq=16, autocast=autocast)
             curve.append((step, step * blocks_per_step, r.tau))
+        if timed:
+            next_eval += eval_dt
         if step % o.checkpoint_every == 0 and step < o.steps:
-            save_ckpt()
-            write(final=False)
+            save_ckpt()  # the GGUF is written at the end (writing it costs seconds)
         if o.train_time and el >= o.train_time:
             print(f"training time budget ({o.train_time:.0f} s) reached at step {step}", flush=True)
             break
