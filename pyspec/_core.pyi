@@ -257,6 +257,11 @@ class BatchEngine:
         Slots free for add().
         """
     @property
+    def device_argmax_available(self) -> bool:
+        """
+        Whether greedy sequences without penalties take their argmax on the device (an offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).
+        """
+    @property
     def n_pad_rows(self) -> int:
         """
         Padding and filler rows added so far.

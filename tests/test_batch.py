@@ -76,6 +76,39 @@ def test_a_sequences_logits_are_bitwise_equal_with_and_without_neighbours(model,
     assert be.pad_rows == bool(pad) and (be.n_pad_rows > 0) == bool(pad)
 
 
+_DEVICE_BATCH = """
+import json, sys
+from pyspec import _core
+model = _core.Model(sys.argv[1])
+be = _core.BatchEngine(model, n_seq_max=6, n_ctx=1536, n_batch=64, pad_rows=int(sys.argv[2]))
+ids = [be.add(model.tokenize(t, True, False), max_tokens=20 + i, ignore_eos=True,
+              drafter=_core.NgramDrafter(3, 2) if i % 2 else None) for i, t in enumerate(json.loads(sys.argv[3]))]
+while be.n_active:
+    be.step()
+print(json.dumps({"available": be.device_argmax_available, "tokens": [be.take(i)["tokens"] for i in ids]}))
+"""
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_device_argmax_in_the_batch_picks_what_the_host_picks(model, tiny_target, pad):
+    """Greedy sequences taking their argmax on the device (a backend sampler per slot; forced on
+    for the CPU backend here), speculating or not, emit the tokens the host argmax gives alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYSPEC_DEVICE_ARGMAX="1")
+    p = subprocess.run([sys.executable, "-c", _DEVICE_BATCH, str(tiny_target), str(pad), json.dumps(PROMPTS[:6])],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["available"]
+    solo = _core.Engine(model, n_ctx=256)
+    assert not solo.device_argmax_available()
+    for i, (text, got) in enumerate(zip(PROMPTS[:6], r["tokens"])):
+        assert got == solo.generate(toks(model, text), max_tokens=20 + i, ignore_eos=True)["tokens"], text
+
+
 @pytest.mark.parametrize("spec,pad", [(None, 0), ("ngram", 0), ("ngram", 1)])
 def test_concurrent_greedy_sequences_each_equal_their_solo_output(model, spec, pad):
     be = _core.BatchEngine(model, n_seq_max=8, n_ctx=2048, n_batch=96, pad_rows=pad)

@@ -129,6 +129,9 @@ void register_batch_engine(py::module_ & m) {
                                "The context of one sequence: n_ctx / n_seq_max, rounded up to 256 by llama.cpp.")
         .def_property_readonly("n_step_tokens", &BatchEngine::n_step_tokens)
         .def_property_readonly("pad_rows", &BatchEngine::pad_rows, "Whether steps pad the sequences' rows.")
+        .def_property_readonly("device_argmax_available", &BatchEngine::device_argmax_available,
+                               "Whether greedy sequences without penalties take their argmax on the device (an "
+                               "offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).")
         .def_property_readonly("n_steps", &BatchEngine::n_steps, "Steps (forward passes) run so far.")
         .def_property_readonly("n_pad_rows", &BatchEngine::n_pad_rows, "Padding and filler rows added so far.")
         .def_property_readonly("n_threads", &BatchEngine::n_threads)

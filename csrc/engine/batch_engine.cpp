@@ -56,6 +56,8 @@ BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & pa
     cs.type_v = kv_type_from_name(params.type_v);
     cs.exact = params.exact;
     cs.flash_attn = params.flash_attn;
+    // a verify reads up to a 64-token draft + 1 rows of one sequence (device argmax included)
+    cs.n_outputs_max_per_seq = std::min<uint32_t>(65, cs.n_batch);
     ctx_ = new_context(target_->get(), cs, "the batch target",
                        " (n_ctx=" + std::to_string(params.n_ctx) + ", " + std::to_string(bp.n_seq_max) +
                            " sequences). Try a smaller n_ctx, fewer sequences or another KV cache type.");
@@ -63,6 +65,7 @@ BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & pa
         throw Error("llama.cpp gave the batch target a batch of " + std::to_string(llama_n_batch(ctx_.get())) +
                     " tokens, fewer than the step's " + std::to_string(step_tokens_));
     slot_used_.assign(size_t(bp.n_seq_max), false);
+    for (int32_t i = 0; i < bp.n_seq_max; ++i) argmax_.emplace_back(target_->params().n_gpu_layers != 0);
     pad_ = bp.pad_rows < 0 ? target_->params().n_gpu_layers != 0 && llama_supports_gpu_offload() : bp.pad_rows > 0;
 }
 
@@ -104,6 +107,8 @@ int64_t BatchEngine::add(const std::vector<llama_token> & prompt, const Generate
     s->rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     s->history = prompt;
     s->record_logits = record_logits;
+    s->device_argmax = argmax_[size_t(s->slot)].set(
+        ctx_.get(), s->slot, gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling) && !record_logits);
     if (s->drafter) {
         SamplingParams ds = gp.sampling;
         if (!s->rejection) ds.temperature = 0.0f;  // accept-if-equal: greedy drafts accept best
@@ -338,9 +343,11 @@ std::vector<SequenceEvent> BatchEngine::step() {
         rollback(*s, s->n_past - s->n_pad);  // the padding
         if (s->n_prefilled < int32_t(s->prompt.size())) continue;
         // The first generated token comes from the prompt's last row.
-        const float * p = rows(*s, s->row0 + s->n_rows - 1, 1);
-        const llama_token next = sample_token(p, n_vocab_, s->params.sampling, uint64_t(s->n_past),
-                                              s->prompt.data(), s->prompt.size());
+        const int32_t last = s->row0 + s->n_rows - 1;
+        const float * p = s->device_argmax ? nullptr : rows(*s, last, 1);
+        const llama_token next = s->device_argmax
+            ? argmax_[size_t(s->slot)].token(ctx_.get(), last, n_vocab_)
+            : sample_token(p, n_vocab_, s->params.sampling, uint64_t(s->n_past), s->prompt.data(), s->prompt.size());
         if (s->drafter) s->drafter->accept(0, {next});
         Stats & st = s->result.stats;
         st.prompt_n = int32_t(s->prompt.size());
@@ -355,12 +362,19 @@ std::vector<SequenceEvent> BatchEngine::step() {
         const auto tv = Clock::now();
         const int32_t pos0 = s->n_past;
         s->n_past += s->n_rows + s->n_pad;  // the verify rows (and padding) are in the memory until the rollback
-        const float * p = rows(*s, s->row0, s->n_rows);
-        const VerifyResult vr =
-            s->rejection ? verify_rejection(p, n_vocab_, s->draft, s->draft_q, s->params.sampling, uint64_t(pos0 + 1),
-                                            s->history)
-                         : verify_accept_if_equal(p, n_vocab_, s->draft, s->params.sampling, uint64_t(pos0 + 1),
-                                                  s->history);
+        const float * p = s->device_argmax ? nullptr : rows(*s, s->row0, s->n_rows);
+        VerifyResult vr;
+        if (s->device_argmax) {  // greedy: accept drafts while they equal the device's picks
+            for (size_t i = 0; i <= s->draft.size(); ++i) {
+                vr.tokens.push_back(argmax_[size_t(s->slot)].token(ctx_.get(), s->row0 + int32_t(i), n_vocab_));
+                if (i == s->draft.size() || vr.tokens.back() != s->draft[i]) break;
+                vr.n_accepted++;
+            }
+        } else {
+            vr = s->rejection
+                ? verify_rejection(p, n_vocab_, s->draft, s->draft_q, s->params.sampling, uint64_t(pos0 + 1), s->history)
+                : verify_accept_if_equal(p, n_vocab_, s->draft, s->params.sampling, uint64_t(pos0 + 1), s->history);
+        }
         std::vector<llama_token> emit = vr.tokens;
         const char * end = cut(*s, emit);
         const int32_t n_from_draft = std::min(vr.n_accepted, int32_t(emit.size()));

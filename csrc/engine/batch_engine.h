@@ -80,6 +80,7 @@ struct Sequence {
     int32_t n_past = 0;                // positions in the memory
     bool cancelled = false;
     bool record_logits = false;        // keep the row each committed token was chosen from
+    bool device_argmax = false;        // greedy picks on the device (its slot's backend sampler)
     std::vector<float> logits;         // [n_tokens, n_vocab] when record_logits
     // this step's rows
     std::vector<llama_token> draft;
@@ -122,6 +123,9 @@ public:
     int32_t n_free() const { return bp_.n_seq_max - n_active(); }
     int32_t n_step_tokens() const { return step_tokens_; }
     bool pad_rows() const { return pad_; }
+    // Whether greedy sequences take their argmax on the device (offloaded model, or
+    // PYSPEC_DEVICE_ARGMAX=1; false once the backend refused the sampler)
+    bool device_argmax_available() const { return !argmax_.empty() && argmax_[0].available(); }
     // Cells of each sequence's KV stream: the context of one request.
     uint32_t n_ctx_seq() const { return llama_n_ctx_seq(ctx_.get()); }
     int32_t  n_threads() const { return llama_n_threads(ctx_.get()); }
@@ -151,6 +155,9 @@ private:
     int32_t n_vocab_;
     std::vector<std::unique_ptr<Sequence>> active_;        // in the order they joined
     std::vector<bool> slot_used_;
+    // per slot: a backend greedy sampler, attached while greedy requests without penalties
+    // (or recorded logits) hold the slot, so only their token ids leave the device
+    std::vector<DeviceArgmax> argmax_;
     std::map<int64_t, std::unique_ptr<Sequence>> done_;    // finished, until take()
     int64_t next_id_ = 0;
     int64_t n_steps_ = 0;
