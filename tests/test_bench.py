@@ -271,3 +271,20 @@ def test_chat_prompts_of_a_model_without_a_template(model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "has no chat template (a base model?)" in r.stderr and "'gemma' template" in r.stderr
     assert all("<start_of_turn>user" in p["text"] for p in json.loads(out.read_text())["prompts"])
+
+
+@pytest.mark.skipif(not HAS_MPL, reason="matplotlib is not installed (pip install '.[bench]')")
+def test_train_curve_plot(tmp_path):
+    """benchmarks/plot_train_curve.py: tau against tokens seen (blocks x block size) as a PNG; a
+    report without evaluations is an error that says why."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import plot_train_curve
+    report = {"config": {"block_size": 16}, "curve": [[10, 100, 1.5], [20, 200, 2.25]], "eval": {"tau": 2.3}}
+    assert plot_train_curve.points(report) == ([1600, 3200], [1.5, 2.25])
+    (tmp_path / "d.gguf.json").write_text(json.dumps(report))
+    png = tmp_path / "c.png"
+    assert plot_train_curve.main([str(tmp_path / "d.gguf.json"), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "e.gguf.json").write_text(json.dumps({**report, "curve": []}))
+    assert plot_train_curve.main([str(tmp_path / "e.gguf.json"), "--out", str(png)]) == 1
