@@ -82,6 +82,7 @@ class Plan:
     n_gpu_layers: int
     spec_type: str            # the drafter sized with the target ("none": no drafter)
     kernels: str
+    swa_full: bool = False    # sliding-window layers sized for every position (LLM(swa_full=...))
     parts: list = field(default_factory=list)
     total_bytes: int = 0
     configurations_tried: int = 0
@@ -95,6 +96,8 @@ class Plan:
                   n_gpu_layers=self.n_gpu_layers, kernels=self.kernels)
         if self.dflash_window is not None:
             kw["dflash_window"] = self.dflash_window
+        if self.swa_full:
+            kw["swa_full"] = True
         return kw
 
     def by_part(self) -> dict:
@@ -141,7 +144,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
          draft_model: Optional[Union[str, os.PathLike]] = None, spec_type: Optional[str] = None,
          n_gpu_layers: int = 0, n_batch: int = 512, type_k: str = "f16", type_v: str = "f16",
          dflash_window: int = 4096, kernels: str = "exact", flash_attn: Optional[bool] = None,
-         mtp: Optional[bool] = None) -> Plan:
+         mtp: Optional[bool] = None, swa_full: bool = False) -> Plan:
     """Chooses the configuration of an LLM with these files and n_ctx that fits `budget`
     ("48GiB", "512MiB", "2GB" or bytes), from llama.cpp's simulated allocations: nothing is loaded.
 
@@ -191,7 +194,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
             model, engine, dmodel, drafters = _open(
                 path, dpath, mtp=mtp, n_ctx=c.n_ctx, n_batch=c.n_batch, n_threads=1, n_gpu_layers=n_gpu_layers,
                 flash_attn=fa, type_k=c.type_k, type_v=c.type_v, kernels=kernels, dflash_window=c.dflash_window,
-                no_alloc=True)
+                swa_full=swa_full, no_alloc=True)
             name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
             if name not in drafters and name not in ("none", "ngram"):
                 raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "
@@ -210,7 +213,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
         for n in (256, 512):
             _, e, _, _ = _open(path, None, mtp=False, n_ctx=n, n_batch=min(c.n_batch, n), n_threads=1,
                                n_gpu_layers=n_gpu_layers, flash_attn=fa, type_k=c.type_k, type_v=c.type_v,
-                               kernels=kernels, dflash_window=0, no_alloc=True)
+                               kernels=kernels, dflash_window=0, swa_full=swa_full, no_alloc=True)
             kv.append(e.memory()["kv_bytes"])
         return max(2 * kv[0] - kv[1], 0)
 
@@ -240,12 +243,13 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
             r = simulate(c)
             if not isinstance(r, PyspecError) and total_of(r) <= budget_bytes:
                 return _make_plan(True, budget_bytes, c, r[1], r[2], r[0], total_of(r), len(cache), darch,
-                                  n_gpu_layers, kernels, gpu)
+                                  n_gpu_layers, kernels, gpu, swa_full)
     if smallest is None:
         raise first_error  # every configuration was refused for a reason other than memory
     c, total = smallest
     parts, sized_ctx, name = simulate(c)
-    p = _make_plan(False, budget_bytes, c, sized_ctx, name, parts, total, len(cache), darch, n_gpu_layers, kernels, gpu)
+    p = _make_plan(False, budget_bytes, c, sized_ctx, name, parts, total, len(cache), darch, n_gpu_layers, kernels,
+                   gpu, swa_full)
 
     # The largest context that fits with the smallest configuration: llama.cpp sizes contexts in
     # multiples of 256, and a larger context never needs less memory.
@@ -319,7 +323,7 @@ def _parts(engine, dmodel, drafters: dict, recurrent_bytes: int, n_vocab: int) -
 
 
 def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tried, darch, n_gpu_layers, kernels,
-               gpu) -> Plan:
+               gpu, swa_full) -> Plan:
     notes = []
     if not gpu:
         notes.append("this build has no GPU backend: everything is in host memory")
@@ -329,7 +333,8 @@ def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tr
     notes.append("host logits buffer: a bound (65 rows of logits), allocated by llama.cpp on first use")
     return Plan(fits=fits, budget_bytes=budget_bytes, n_ctx=sized_ctx, type_k=c.type_k, type_v=c.type_v,
                 n_batch=c.n_batch, dflash_window=c.dflash_window if darch == "dflash" else None,
-                n_gpu_layers=n_gpu_layers, spec_type=name, kernels=kernels, parts=parts, total_bytes=total,
+                n_gpu_layers=n_gpu_layers, spec_type=name, kernels=kernels, swa_full=swa_full, parts=parts,
+                total_bytes=total,
                 configurations_tried=tried, notes=notes)
 
 
@@ -337,7 +342,7 @@ def cmd_plan(args) -> int:
     p = plan(args.model, budget=args.budget, n_ctx=args.ctx_size, draft_model=args.draft_model,
              spec_type=args.spec_type, n_gpu_layers=args.n_gpu_layers, n_batch=args.batch_size,
              type_k=args.cache_type_k, type_v=args.cache_type_v, dflash_window=args.dflash_window,
-             kernels=args.kernels)
+             kernels=args.kernels, swa_full=args.swa_full)
     if args.json:
         print(json.dumps(p.to_dict()))
         return 0 if p.fits else 1
@@ -346,7 +351,8 @@ def cmd_plan(args) -> int:
         kw = p.llm_kwargs()
         flags = (f"-c {kw['n_ctx']} -ctk {kw['type_k']} -ctv {kw['type_v']} -b {kw['n_batch']}"
                  + (f" --dflash-window {kw['dflash_window']}" if "dflash_window" in kw else "")
-                 + (f" -ngl {kw['n_gpu_layers']}" if kw["n_gpu_layers"] else ""))
+                 + (f" -ngl {kw['n_gpu_layers']}" if kw["n_gpu_layers"] else "")
+                 + (" --swa-full" if kw.get("swa_full") else ""))
         print(f"run it with: pyspec generate {flags} ...  (or LLM(..., n_ctx={args.ctx_size}, "
               f"memory_budget={args.budget!r}))")
     return 0 if p.fits else 1
@@ -373,6 +379,8 @@ def add_plan_parser(sub) -> argparse.ArgumentParser:
     a.add_argument("-ctv", "--cache-type-v", default="f16", help="the most precise V cache type (default: f16)")
     a.add_argument("--dflash-window", type=int, default=4096, help="the largest DFlash window (0: the context)")
     a.add_argument("--kernels", choices=["exact", "fast"], default="exact")
+    a.add_argument("--swa-full", action="store_true",
+                   help="size sliding-window layers for every position (default: a window-sized ring)")
     a.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     a.set_defaults(func=cmd_plan)
     return a
