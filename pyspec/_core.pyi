@@ -111,7 +111,7 @@ class DraftModelDrafter(Drafter):
             (checked: VocabMismatchError names the first difference).
         
     """
-    def __init__(self, draft: Model, target: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = True, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+    def __init__(self, draft: Model, target: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = True, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16') -> None:
         ...
     def memory(self) -> dict:
         """

@@ -123,6 +123,9 @@ class LLM:
       flash_attn: None (llama.cpp's choice), True or False. Exact kernels use
         their own setting.
       type_k, type_v: KV cache types ("f16", "q8_0", ...).
+      type_k_draft, type_v_draft: the draft model's KV cache types (a draft model only; the
+        other drafters' contexts are f16). They change how many drafts are accepted, never
+        the output.
       swa_full: sliding-window layers (Gemma 3's local layers) keep every position, as
         llama.cpp's swa_full. False (default): a ring of n_swa + n_batch cells each, several
         times less KV at long context; exact too (rollback reuses only cells the window
@@ -161,10 +164,12 @@ class LLM:
                  kernels: str = "exact", draft_model: Optional[Union[str, os.PathLike]] = None,
                  mtp: Optional[bool] = None, dflash_window: int = 4096,
                  chat_template: Optional[str] = None, memory_budget: Optional[Union[str, int]] = None,
-                 swa_full: bool = False, verbose: bool = False):
+                 swa_full: bool = False, type_k_draft: str = "f16", type_v_draft: str = "f16",
+                 verbose: bool = False):
         if kernels not in ("exact", "fast"):
             raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
-        for name, v in (("type_k", type_k), ("type_v", type_v)):
+        for name, v in (("type_k", type_k), ("type_v", type_v), ("type_k_draft", type_k_draft),
+                        ("type_v_draft", type_v_draft)):
             if v not in KV_TYPES:
                 raise InvalidParameterError(f"{name} must be one of {', '.join(KV_TYPES)}; got {v!r}")
         if not isinstance(n_ctx, int) or n_ctx < 8:
@@ -189,11 +194,13 @@ class LLM:
             self.plan = plan(path, budget=memory_budget, n_ctx=n_ctx, draft_model=draft_model,
                              n_gpu_layers=n_gpu_layers, n_batch=n_batch, type_k=type_k, type_v=type_v,
                              dflash_window=dflash_window, kernels=kernels, flash_attn=flash_attn, mtp=mtp,
-                             swa_full=swa_full)
+                             swa_full=swa_full, type_k_draft=type_k_draft, type_v_draft=type_v_draft)
             if not self.plan.fits:
                 raise MemoryBudgetError(self.plan.message)
             type_k, type_v, n_batch = self.plan.type_k, self.plan.type_v, self.plan.n_batch
             dflash_window = self.plan.dflash_window if self.plan.dflash_window is not None else dflash_window
+            if self.plan.type_k_draft is not None:
+                type_k_draft, type_v_draft = self.plan.type_k_draft, self.plan.type_v_draft
         self.model_path = str(path)
         self.kernels = kernels
         self.chat_template = chat_template
@@ -208,7 +215,8 @@ class LLM:
             self.model_path, self.draft_model_path, mtp=mtp, n_ctx=n_ctx, n_batch=n_batch,
             n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,
             flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k, type_v=type_v,
-            kernels=kernels, dflash_window=dflash_window, swa_full=swa_full, no_alloc=False)
+            kernels=kernels, dflash_window=dflash_window, swa_full=swa_full, no_alloc=False,
+            draft_kv=(type_k_draft, type_v_draft))
         self.has_chat_template = bool(self._model.meta("tokenizer.chat_template"))
 
     # ---- tokenizer ----
@@ -495,7 +503,7 @@ class _Stream:
 
 def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: int, n_batch: int,
           n_threads: int, n_gpu_layers: int, flash_attn: int, type_k: str, type_v: str, kernels: str,
-          dflash_window: int, no_alloc: bool, swa_full: bool = False):
+          dflash_window: int, no_alloc: bool, swa_full: bool = False, draft_kv: tuple = ("f16", "f16")):
     """The target Model and Engine, the draft file's Model (or None) and the drafters, as
     {spec_type: drafter}: the draft file's kind (from its GGUF architecture) first, then mtp
     when the target has MTP layers; the first is what spec_type="auto" picks. no_alloc: the
@@ -528,7 +536,8 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
                                                        window=dflash_window))
         else:
             drafters.add("draft", _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx, n_threads=n_threads,
-                                                          exact=exact, flash_attn=flash_attn))
+                                                          exact=exact, flash_attn=flash_attn,
+                                                          type_k=draft_kv[0], type_v=draft_kv[1]))
     if load_mtp:
         # Built on first use: its context is not allocated for runs that do not draft with it.
         drafters.add_lazy("mtp", lambda: _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn))
@@ -591,7 +600,8 @@ def _memory_dict(model, engine, spec_type: str, drafter, draft_model, n_ctx: int
 def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
                   draft_model: Optional[Union[str, os.PathLike]] = None, n_ctx: int = 4096, n_batch: int = 512,
                   type_k: str = "f16", type_v: str = "f16", dflash_window: int = 4096,
-                  spec_type: Optional[str] = None, swa_full: bool = False) -> dict:
+                  spec_type: Optional[str] = None, swa_full: bool = False, type_k_draft: str = "f16",
+                  type_v_draft: str = "f16") -> dict:
     """The memory an LLM with these settings would hold (LLM.memory's figures), computed by
     llama.cpp from the files' metadata with simulated allocations: nothing is loaded, so any
     n_ctx can be asked for. spec_type: which drafter to size (None: the auto choice)."""
@@ -602,7 +612,7 @@ def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
     model, engine, dmodel, drafters = _open(path, dpath, mtp=None, n_ctx=n_ctx, n_batch=n_batch, n_threads=1,
                                             n_gpu_layers=0, flash_attn=-1, type_k=type_k, type_v=type_v,
                                             kernels="exact", dflash_window=dflash_window, swa_full=swa_full,
-                                            no_alloc=True)
+                                            no_alloc=True, draft_kv=(type_k_draft, type_v_draft))
     name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
     if name not in drafters and name not in ("none", "ngram"):
         raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "
