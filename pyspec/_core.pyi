@@ -111,7 +111,7 @@ class DraftModelDrafter(Drafter):
             (checked: VocabMismatchError names the first difference).
         
     """
-    def __init__(self, draft: Model, target: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = True, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+    def __init__(self, draft: Model, target: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = True, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16') -> None:
         ...
     def memory(self) -> dict:
         """
@@ -184,7 +184,7 @@ class BatchEngine:
               n_seq_max: sequences at once (1..64).
               n_ctx: context size in tokens, split between the sequences.
               n_batch: tokens of one step over all sequences (prompt chunks and verify rows); >= n_seq_max.
-              n_threads, flash_attn, type_k, type_v, exact: as Engine's.
+              n_threads, flash_attn, type_k, type_v, exact, swa_full: as Engine's.
               n_step_tokens: tokens per step (0: n_batch).
               pad_rows: pad every sequence's rows in a step to the same count (and idle slots below the
                 highest busy one with filler rows), so that llama.cpp runs the step as one pass over the
@@ -198,7 +198,7 @@ class BatchEngine:
               >>> be.take(a)["tokens"]
         
     """
-    def __init__(self, model: Model, n_seq_max: typing.SupportsInt | typing.SupportsIndex = 4, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_step_tokens: typing.SupportsInt | typing.SupportsIndex = 0, pad_rows: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+    def __init__(self, model: Model, n_seq_max: typing.SupportsInt | typing.SupportsIndex = 4, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_step_tokens: typing.SupportsInt | typing.SupportsIndex = 0, pad_rows: typing.SupportsInt | typing.SupportsIndex = -1, swa_full: bool = False) -> None:
         ...
     def add(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, record_logits: bool = False, **kwargs) -> int:
         """
@@ -299,10 +299,22 @@ class Engine:
               type_k, type_v: KV cache types ("f16", "q8_0", ...).
               exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
               n_rs_seq: recurrent-state snapshots for rolling back hybrid targets (-1: 16 for those, else 0).
+              swa_full: sliding-window layers keep every position (llama.cpp's swa_full); False (default):
+                a ring of n_swa + n_batch cells per such layer, exact too (patches/0007).
         
     """
-    def __init__(self, model: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_rs_seq: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+    def __init__(self, model: Model, n_ctx: typing.SupportsInt | typing.SupportsIndex = 4096, n_batch: typing.SupportsInt | typing.SupportsIndex = 512, n_threads: typing.SupportsInt | typing.SupportsIndex = 0, flash_attn: typing.SupportsInt | typing.SupportsIndex = -1, type_k: str = 'f16', type_v: str = 'f16', exact: bool = True, n_rs_seq: typing.SupportsInt | typing.SupportsIndex = -1, swa_full: bool = False) -> None:
         ...
+    reuse_prefix: bool
+    def set_n_threads(self, n_threads: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Sets the CPU threads of the target context for the next forward passes.
+        """
+    @property
+    def n_prompt_reused(self) -> int:
+        """
+        Prompt tokens the last generate() kept from the memory (reuse_prefix).
+        """
     def decode(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], chunk: typing.SupportsInt | typing.SupportsIndex = 512, all_logits: bool = True) -> numpy.typing.NDArray[numpy.float32]:
         """
         Appends tokens to the memory in forward passes of at most `chunk` tokens; returns their logits.
@@ -315,7 +327,7 @@ class Engine:
         """
         One synchronized forward pass with logits for every token, kept in the context (timing).
         """
-    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, **kwargs) -> dict:
+    def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, on_prompt: collections.abc.Callable | None = None, **kwargs) -> dict:
         """
         Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.
         
@@ -326,6 +338,8 @@ class Engine:
             parse_special are LLM's: which drafter, how text is tokenized). seed None is 0.
           drafter: a pyspec._core drafter (None: plain decoding).
           on_step: called with (tokens, n_from_draft) after every step; False stops.
+          on_prompt: called with (prompt tokens done, prompt tokens) after every prompt chunk
+            (n_batch tokens; a reused prefix counts as done).
           **changes: GenerationOptions fields over `options`; n_predict is max_tokens.
         
         Example:

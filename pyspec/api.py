@@ -16,7 +16,7 @@ import queue
 import random
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 from . import _core
 from ._gguf import check_gguf
@@ -123,6 +123,13 @@ class LLM:
       flash_attn: None (llama.cpp's choice), True or False. Exact kernels use
         their own setting.
       type_k, type_v: KV cache types ("f16", "q8_0", ...).
+      type_k_draft, type_v_draft: the draft model's KV cache types (a draft model only; the
+        other drafters' contexts are f16). They change how many drafts are accepted, never
+        the output.
+      swa_full: sliding-window layers (Gemma 3's local layers) keep every position, as
+        llama.cpp's swa_full. False (default): a ring of n_swa + n_batch cells each, several
+        times less KV at long context; exact too (rollback reuses only cells the window
+        hides, and each position has a fixed cell: patches/0007).
       kernels: "exact" (default): a token's logits do not depend on the batch
         that computes them, so speculation is lossless. "fast": llama.cpp's
         fastest kernels (weight repacking, batched GEMM); NOT exact: speculative
@@ -157,10 +164,12 @@ class LLM:
                  kernels: str = "exact", draft_model: Optional[Union[str, os.PathLike]] = None,
                  mtp: Optional[bool] = None, dflash_window: int = 4096,
                  chat_template: Optional[str] = None, memory_budget: Optional[Union[str, int]] = None,
+                 swa_full: bool = False, type_k_draft: str = "f16", type_v_draft: str = "f16",
                  verbose: bool = False):
         if kernels not in ("exact", "fast"):
             raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
-        for name, v in (("type_k", type_k), ("type_v", type_v)):
+        for name, v in (("type_k", type_k), ("type_v", type_v), ("type_k_draft", type_k_draft),
+                        ("type_v_draft", type_v_draft)):
             if v not in KV_TYPES:
                 raise InvalidParameterError(f"{name} must be one of {', '.join(KV_TYPES)}; got {v!r}")
         if not isinstance(n_ctx, int) or n_ctx < 8:
@@ -175,6 +184,8 @@ class LLM:
         if not isinstance(dflash_window, int) or dflash_window < 0:
             raise InvalidParameterError(f"dflash_window must be an integer >= 0 (0: the whole context), "
                                         f"got {dflash_window!r}")
+        if not isinstance(swa_full, bool):
+            raise InvalidParameterError(f"swa_full must be True or False, got {swa_full!r}")
         _core.set_verbose(verbose)
         path = check_gguf(model_path) if model_path is not None else default_model_path()
         self.plan = None
@@ -182,11 +193,14 @@ class LLM:
             from .plan import plan
             self.plan = plan(path, budget=memory_budget, n_ctx=n_ctx, draft_model=draft_model,
                              n_gpu_layers=n_gpu_layers, n_batch=n_batch, type_k=type_k, type_v=type_v,
-                             dflash_window=dflash_window, kernels=kernels, flash_attn=flash_attn, mtp=mtp)
+                             dflash_window=dflash_window, kernels=kernels, flash_attn=flash_attn, mtp=mtp,
+                             swa_full=swa_full, type_k_draft=type_k_draft, type_v_draft=type_v_draft)
             if not self.plan.fits:
                 raise MemoryBudgetError(self.plan.message)
             type_k, type_v, n_batch = self.plan.type_k, self.plan.type_v, self.plan.n_batch
             dflash_window = self.plan.dflash_window if self.plan.dflash_window is not None else dflash_window
+            if self.plan.type_k_draft is not None:
+                type_k_draft, type_v_draft = self.plan.type_k_draft, self.plan.type_v_draft
         self.model_path = str(path)
         self.kernels = kernels
         self.chat_template = chat_template
@@ -196,12 +210,13 @@ class LLM:
         # what another context on this model (pyspec.batch.BatchLLM) is made with
         self._context_args = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
                                   flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k,
-                                  type_v=type_v, exact=kernels == "exact")
+                                  type_v=type_v, exact=kernels == "exact", swa_full=swa_full)
         self._model, self._engine, self._draft_model, self._drafters = _open(
             self.model_path, self.draft_model_path, mtp=mtp, n_ctx=n_ctx, n_batch=n_batch,
             n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,
             flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k, type_v=type_v,
-            kernels=kernels, dflash_window=dflash_window, no_alloc=False)
+            kernels=kernels, dflash_window=dflash_window, swa_full=swa_full, no_alloc=False,
+            draft_kv=(type_k_draft, type_v_draft))
         self.has_chat_template = bool(self._model.meta("tokenizer.chat_template"))
 
     # ---- tokenizer ----
@@ -318,21 +333,24 @@ class LLM:
             opts = opts.replace(seed=random.getrandbits(63))
         return toks, opts, spec_type, drafter
 
-    def _run(self, prepared, on_step=None, inside=None) -> Generation:
+    def _run(self, prepared, on_step=None, inside=None, on_prompt=None) -> Generation:
         """Runs a _prepare()d generation. inside: a context manager held around the engine call,
         within the LLM's lock (a stream's: its interrupt() then reaches this generation only)."""
         toks, opts, spec_type, drafter = prepared
         with self._lock, (inside or contextlib.nullcontext()):
-            r = self._engine.generate(toks, opts, drafter=drafter, on_step=on_step)
+            r = self._engine.generate(toks, opts, drafter=drafter, on_step=on_step, on_prompt=on_prompt)
         return Generation(text=self._continuation_text(r["tokens"]), tokens=list(r["tokens"]), stats=Stats(**r["stats"]),
                           finish_reason=r["finish_reason"], spec_type=spec_type, seed=opts.seed)
 
     @with_option_keywords
-    def generate(self, prompt: Prompt, options: Optional[GenerationOptions] = None, **kwargs) -> Generation:
+    def generate(self, prompt: Prompt, options: Optional[GenerationOptions] = None, *,
+                 on_prompt: Optional[Callable[[int, int], None]] = None, **kwargs) -> Generation:
         """Generates a continuation of `prompt` (text or token ids).
 
         Arguments:
           options: a pyspec.GenerationOptions (None: the defaults).
+          on_prompt: called as on_prompt(done, total) after each prompt chunk (n_batch
+            tokens): progress for a long prompt.
           **kwargs: GenerationOptions fields (max_tokens, temperature, seed,
             spec_type, draft_n_max, ...), over `options`; see GenerationOptions
             for each one and its default. An unknown name raises
@@ -350,18 +368,22 @@ class LLM:
           >>> opts = pyspec.GenerationOptions(temperature=0.8, seed=1)
           >>> llm.generate("Once upon a time", opts, max_tokens=32)
         """
-        return self._run(self._prepare(prompt, GenerationOptions.build(options, "generate()", **kwargs)))
+        return self._run(self._prepare(prompt, GenerationOptions.build(options, "generate()", **kwargs)),
+                         on_prompt=on_prompt)
 
     @with_option_keywords
-    def stream(self, prompt: Prompt, options: Optional[GenerationOptions] = None, **kwargs) -> Iterator[Chunk]:
-        """Like generate(), but yields a Chunk per engine step as tokens are accepted.
+    def stream(self, prompt: Prompt, options: Optional[GenerationOptions] = None, *,
+               on_prompt: Optional[Callable[[int, int], None]] = None, **kwargs) -> Iterator[Chunk]:
+        """Like generate(), but yields a Chunk per engine step as tokens are accepted
+        (on_prompt is called in the generation's worker thread).
 
         close() (or leaving a `with llm.stream(...) as s:` block, Ctrl-C while
         waiting for a chunk, or dropping the iterator) stops the generation at its
         next prompt chunk or step; a `break` alone leaves it running. The finished
         Generation is available as the iterator's `.result` once it ends.
         """
-        return _Stream(self, self._prepare(prompt, GenerationOptions.build(options, "stream()", **kwargs)))
+        return _Stream(self, self._prepare(prompt, GenerationOptions.build(options, "stream()", **kwargs)),
+                       on_prompt=on_prompt)
 
     @with_option_keywords
     def chat(self, messages: Sequence[dict], options: Optional[GenerationOptions] = None, **kwargs) -> Generation:
@@ -419,7 +441,7 @@ class _Stream:
 
     _DONE = object()
 
-    def __init__(self, llm: LLM, prepared):
+    def __init__(self, llm: LLM, prepared, on_prompt=None):
         self.result: Optional[Generation] = None
         self._q: queue.Queue = queue.Queue()
         self._stopper = _Interrupter(llm)
@@ -432,7 +454,7 @@ class _Stream:
 
         def work():
             try:
-                self.result = llm._run(prepared, on_step, inside=self._stopper.engine_call())
+                self.result = llm._run(prepared, on_step, inside=self._stopper.engine_call(), on_prompt=on_prompt)
                 self._q.put(self._DONE)
             except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
                 self._q.put(e)
@@ -481,7 +503,7 @@ class _Stream:
 
 def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: int, n_batch: int,
           n_threads: int, n_gpu_layers: int, flash_attn: int, type_k: str, type_v: str, kernels: str,
-          dflash_window: int, no_alloc: bool):
+          dflash_window: int, no_alloc: bool, swa_full: bool = False, draft_kv: tuple = ("f16", "f16")):
     """The target Model and Engine, the draft file's Model (or None) and the drafters, as
     {spec_type: drafter}: the draft file's kind (from its GGUF architecture) first, then mtp
     when the target has MTP layers; the first is what spec_type="auto" picks. no_alloc: the
@@ -499,7 +521,7 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
     repack, exact = kernels == "fast", kernels == "exact"
     model = _core.Model(path, n_gpu_layers=n_gpu_layers, repack=repack, load_mtp=load_mtp, no_alloc=no_alloc)
     engine = _core.Engine(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, flash_attn=flash_attn,
-                          type_k=type_k, type_v=type_v, exact=exact)
+                          type_k=type_k, type_v=type_v, exact=exact, swa_full=swa_full)
     drafters, dmodel = _Drafters(), None
     if draft_path is not None:
         darch = dict(_core.model_info(draft_path))["architecture"]
@@ -514,7 +536,8 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
                                                        window=dflash_window))
         else:
             drafters.add("draft", _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx, n_threads=n_threads,
-                                                          exact=exact, flash_attn=flash_attn))
+                                                          exact=exact, flash_attn=flash_attn,
+                                                          type_k=draft_kv[0], type_v=draft_kv[1]))
     if load_mtp:
         # Built on first use: its context is not allocated for runs that do not draft with it.
         drafters.add_lazy("mtp", lambda: _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn))
@@ -577,7 +600,8 @@ def _memory_dict(model, engine, spec_type: str, drafter, draft_model, n_ctx: int
 def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
                   draft_model: Optional[Union[str, os.PathLike]] = None, n_ctx: int = 4096, n_batch: int = 512,
                   type_k: str = "f16", type_v: str = "f16", dflash_window: int = 4096,
-                  spec_type: Optional[str] = None) -> dict:
+                  spec_type: Optional[str] = None, swa_full: bool = False, type_k_draft: str = "f16",
+                  type_v_draft: str = "f16") -> dict:
     """The memory an LLM with these settings would hold (LLM.memory's figures), computed by
     llama.cpp from the files' metadata with simulated allocations: nothing is loaded, so any
     n_ctx can be asked for. spec_type: which drafter to size (None: the auto choice)."""
@@ -587,7 +611,8 @@ def memory_report(model_path: Optional[Union[str, os.PathLike]] = None, *,
     dpath = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
     model, engine, dmodel, drafters = _open(path, dpath, mtp=None, n_ctx=n_ctx, n_batch=n_batch, n_threads=1,
                                             n_gpu_layers=0, flash_attn=-1, type_k=type_k, type_v=type_v,
-                                            kernels="exact", dflash_window=dflash_window, no_alloc=True)
+                                            kernels="exact", dflash_window=dflash_window, swa_full=swa_full,
+                                            no_alloc=True, draft_kv=(type_k_draft, type_v_draft))
     name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
     if name not in drafters and name not in ("none", "ngram"):
         raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "

@@ -35,6 +35,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto")
     g.add_argument("-ctk", "--cache-type-k", default="f16", help="K cache type (f16, q8_0, ...)")
     g.add_argument("-ctv", "--cache-type-v", default="f16", help="V cache type (f16, q8_0, ...)")
+    g.add_argument("-ctkd", "--cache-type-k-draft", default="f16", help="the draft model's K cache type")
+    g.add_argument("-ctvd", "--cache-type-v-draft", default="f16", help="the draft model's V cache type")
+    g.add_argument("--swa-full", action="store_true",
+                   help="full-size cache for sliding-window layers (default: a window-sized ring, exact too)")
     g.add_argument("--kernels", choices=["exact", "fast"], default="exact",
                    help="exact: batch-invariant, lossless speculation (default); fast: NOT exact")
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
@@ -98,7 +102,8 @@ def _load(args):
                kernels=args.kernels, draft_model=getattr(args, "draft_model", None),
                mtp=False if getattr(args, "no_mtp", False) else None,
                dflash_window=getattr(args, "dflash_window", 4096),
-               chat_template=getattr(args, "chat_template", None), verbose=args.verbose)
+               chat_template=getattr(args, "chat_template", None), swa_full=args.swa_full,
+               type_k_draft=args.cache_type_k_draft, type_v_draft=args.cache_type_v_draft, verbose=args.verbose)
 
 
 def _gen_options(args):
@@ -158,17 +163,35 @@ def generation_json(gen) -> dict:
     }
 
 
+class PromptProgress:
+    """on_prompt for a long prompt: one line on `out` (stderr), rewritten after each chunk of
+    n_batch tokens, for prompts of more than one chunk; ends with a newline."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == total and not getattr(self, "shown", False):
+            return  # one chunk (or a reused prefix and one chunk): nothing to wait for
+        self.shown = True
+        self.out.write(f"\rprompt: {done}/{total} tokens ({100 * done // total}%)"
+                       + ("\n" if done == total else ""))
+        self.out.flush()
+
+
 def cmd_generate(args) -> int:
     opts = _gen_options(args)  # before loading: a wrong flag fails at once
     llm = _load(args)
     prompt = _prompt(args)
     if args.chat:
         prompt = llm.apply_chat_template([{"role": "user", "content": prompt}])
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    on_prompt = PromptProgress(sys.stderr) if show else None
     if args.json:
-        gen = llm.generate(prompt, opts)
+        gen = llm.generate(prompt, opts, on_prompt=on_prompt)
         print(json.dumps(generation_json(gen)))
         return 0
-    stream = llm.stream(prompt, opts)
+    stream = llm.stream(prompt, opts, on_prompt=on_prompt)
     try:
         for chunk in stream:
             sys.stdout.write(chunk.text)
@@ -348,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(g)
     _add_gen_args(g)
     g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the prompt's progress on stderr while a prompt of several batches is read "
+                        "(default: when stderr is a terminal)")
     g.set_defaults(func=cmd_generate)
     i = sub.add_parser("info", help="describe a GGUF model and the speculation methods it supports")
     i.add_argument("model_file")

@@ -1,5 +1,5 @@
-"""The memory planner: chooses the KV cache types, the prompt batch and the DFlash window that
-fit a memory budget, from llama.cpp's simulated allocations (no_alloc, as memory_report).
+"""The memory planner: chooses the KV cache types (the target's and a draft model's), the prompt
+batch and the DFlash window that fit a memory budget, from llama.cpp's simulated allocations (no_alloc, as memory_report).
 
     >>> p = pyspec.plan("model.gguf", n_ctx=262144, budget="48GiB", draft_model="draft.gguf")
     >>> print(p.table())                  # by part and device; p.fits, p.max_n_ctx when not
@@ -79,9 +79,12 @@ class Plan:
     type_v: str
     n_batch: int
     dflash_window: Optional[int]  # None: no DFlash drafter
+    type_k_draft: Optional[str]   # a draft model's KV cache types (None: no draft model)
+    type_v_draft: Optional[str]
     n_gpu_layers: int
     spec_type: str            # the drafter sized with the target ("none": no drafter)
     kernels: str
+    swa_full: bool = False    # sliding-window layers sized for every position (LLM(swa_full=...))
     parts: list = field(default_factory=list)
     total_bytes: int = 0
     configurations_tried: int = 0
@@ -95,6 +98,10 @@ class Plan:
                   n_gpu_layers=self.n_gpu_layers, kernels=self.kernels)
         if self.dflash_window is not None:
             kw["dflash_window"] = self.dflash_window
+        if self.swa_full:
+            kw["swa_full"] = True
+        if self.type_k_draft is not None:
+            kw.update(type_k_draft=self.type_k_draft, type_v_draft=self.type_v_draft)
         return kw
 
     def by_part(self) -> dict:
@@ -114,6 +121,7 @@ class Plan:
         lines = [head,
                  f"  K cache {self.type_k}, V cache {self.type_v}, n_batch {self.n_batch}"
                  + (f", dflash window {self.dflash_window}" if self.dflash_window is not None else "")
+                 + (f", draft K/V {self.type_k_draft}/{self.type_v_draft}" if self.type_k_draft is not None else "")
                  + f", {self.n_gpu_layers} GPU layers, spec_type {self.spec_type}, kernels {self.kernels}"
                  + ("" if self.fits else "  (the smallest configuration)"),
                  f"  {'part':<28} {'device':<8} {'bytes':>14}"]
@@ -135,19 +143,24 @@ class _Config:
     type_v: str
     n_batch: int
     dflash_window: int
+    type_k_draft: str = "f16"
+    type_v_draft: str = "f16"
 
 
 def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[str, int], n_ctx: int = 4096,
          draft_model: Optional[Union[str, os.PathLike]] = None, spec_type: Optional[str] = None,
          n_gpu_layers: int = 0, n_batch: int = 512, type_k: str = "f16", type_v: str = "f16",
          dflash_window: int = 4096, kernels: str = "exact", flash_attn: Optional[bool] = None,
-         mtp: Optional[bool] = None) -> Plan:
+         mtp: Optional[bool] = None, swa_full: bool = False, type_k_draft: str = "f16",
+         type_v_draft: str = "f16") -> Plan:
     """Chooses the configuration of an LLM with these files and n_ctx that fits `budget`
     ("48GiB", "512MiB", "2GB" or bytes), from llama.cpp's simulated allocations: nothing is loaded.
 
-    type_k / type_v, n_batch and dflash_window are the most the planner uses: it prefers, in
-    this order, the most precise KV cache types (f16, then q8_0, then q4_0; K and V separately,
-    V never more precise than K), then the largest DFlash window (halved down to 512; a draft
+    type_k / type_v, type_k_draft / type_v_draft, n_batch and dflash_window are the most the
+    planner uses: it prefers, in this order, the most precise KV cache types of the target (f16,
+    then q8_0, then q4_0; K and V separately, V never more precise than K), then those of a
+    draft model (the same steps: they change how many drafts are accepted, never the output, so
+    they go before the target's), then the largest DFlash window (halved down to 512; a draft
     model, MTP and EAGLE-3 head need the whole context), then the largest prompt batch (halved
     down to 64), and takes the first configuration whose total fits. When none fits, the Plan
     says the largest context that fits with the smallest configuration (max_n_ctx) and what to
@@ -163,7 +176,8 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
         raise InvalidParameterError(f"n_ctx must be an integer >= 8, got {n_ctx!r}")
     if not isinstance(n_batch, int) or n_batch < 1:
         raise InvalidParameterError(f"n_batch must be an integer >= 1, got {n_batch!r}")
-    for name, v in (("type_k", type_k), ("type_v", type_v)):
+    for name, v in (("type_k", type_k), ("type_v", type_v), ("type_k_draft", type_k_draft),
+                    ("type_v_draft", type_v_draft)):
         if v not in KV_TYPES:
             raise InvalidParameterError(f"{name} must be one of {', '.join(KV_TYPES)}; got {v!r}")
     if kernels not in ("exact", "fast"):
@@ -191,7 +205,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
             model, engine, dmodel, drafters = _open(
                 path, dpath, mtp=mtp, n_ctx=c.n_ctx, n_batch=c.n_batch, n_threads=1, n_gpu_layers=n_gpu_layers,
                 flash_attn=fa, type_k=c.type_k, type_v=c.type_v, kernels=kernels, dflash_window=c.dflash_window,
-                no_alloc=True)
+                swa_full=swa_full, no_alloc=True, draft_kv=(c.type_k_draft, c.type_v_draft))
             name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
             if name not in drafters and name not in ("none", "ngram"):
                 raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "
@@ -210,14 +224,20 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
         for n in (256, 512):
             _, e, _, _ = _open(path, None, mtp=False, n_ctx=n, n_batch=min(c.n_batch, n), n_threads=1,
                                n_gpu_layers=n_gpu_layers, flash_attn=fa, type_k=c.type_k, type_v=c.type_v,
-                               kernels=kernels, dflash_window=0, no_alloc=True)
+                               kernels=kernels, dflash_window=0, swa_full=swa_full, no_alloc=True)
             kv.append(e.memory()["kv_bytes"])
         return max(2 * kv[0] - kv[1], 0)
 
-    start_rank = (KV_RANK.get(type_k, 1), KV_RANK.get(type_v, 1))
-    kvs = [kv for kv in KV_CHOICES if KV_RANK[kv[0]] >= start_rank[0] and KV_RANK[kv[1]] >= start_rank[1]]
-    if (type_k, type_v) not in kvs:
-        kvs.insert(0, (type_k, type_v))
+    def kv_steps(k0: str, v0: str) -> list:
+        start = (KV_RANK.get(k0, 1), KV_RANK.get(v0, 1))
+        out = [kv for kv in KV_CHOICES if KV_RANK[kv[0]] >= start[0] and KV_RANK[kv[1]] >= start[1]]
+        return out if (k0, v0) in out else [(k0, v0)] + out
+
+    kvs = kv_steps(type_k, type_v)
+    # only a draft model's context takes KV types (the heads' contexts are f16)
+    draft_kvs = [(type_k_draft, type_v_draft)]
+    if dpath and darch not in ("eagle3", "dflash"):
+        draft_kvs = kv_steps(type_k_draft, type_v_draft)
     batches = _halvings(n_batch, MIN_BATCH)
     windows = _halvings(min(dflash_window or n_ctx, n_ctx), MIN_WINDOW) if darch == "dflash" else [dflash_window]
     def total_of(r) -> int:
@@ -225,7 +245,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
 
     smallest, first_error = None, None
     for k, v in kvs:
-        configs = [_Config(n_ctx, k, v, b, w) for w in windows for b in batches]
+        configs = [_Config(n_ctx, k, v, b, w, dk, dv) for dk, dv in draft_kvs for w in windows for b in batches]
         # A larger batch or window never needs less memory: when this KV type's smallest
         # configuration does not fit, none of its others does.
         r = simulate(configs[-1])
@@ -240,17 +260,19 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
             r = simulate(c)
             if not isinstance(r, PyspecError) and total_of(r) <= budget_bytes:
                 return _make_plan(True, budget_bytes, c, r[1], r[2], r[0], total_of(r), len(cache), darch,
-                                  n_gpu_layers, kernels, gpu)
+                                  n_gpu_layers, kernels, gpu, swa_full)
     if smallest is None:
         raise first_error  # every configuration was refused for a reason other than memory
     c, total = smallest
     parts, sized_ctx, name = simulate(c)
-    p = _make_plan(False, budget_bytes, c, sized_ctx, name, parts, total, len(cache), darch, n_gpu_layers, kernels, gpu)
+    p = _make_plan(False, budget_bytes, c, sized_ctx, name, parts, total, len(cache), darch, n_gpu_layers, kernels,
+                   gpu, swa_full)
 
     # The largest context that fits with the smallest configuration: llama.cpp sizes contexts in
     # multiples of 256, and a larger context never needs less memory.
     def fits_at(n: int) -> bool:
-        r = simulate(_Config(n, c.type_k, c.type_v, min(c.n_batch, n), min(c.dflash_window, n) or 0))
+        r = simulate(_Config(n, c.type_k, c.type_v, min(c.n_batch, n), min(c.dflash_window, n) or 0,
+                             c.type_k_draft, c.type_v_draft))
         return not isinstance(r, PyspecError) and total_of(r) <= budget_bytes
 
     lo, hi = 0, (sized_ctx - 1) // 256  # in units of 256 tokens; fits_at(hi * 256 + 256) is False
@@ -319,7 +341,7 @@ def _parts(engine, dmodel, drafters: dict, recurrent_bytes: int, n_vocab: int) -
 
 
 def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tried, darch, n_gpu_layers, kernels,
-               gpu) -> Plan:
+               gpu, swa_full) -> Plan:
     notes = []
     if not gpu:
         notes.append("this build has no GPU backend: everything is in host memory")
@@ -327,9 +349,13 @@ def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tr
         notes.append(f"n_gpu_layers={n_gpu_layers} as given: choosing the GPU layers is not done yet (the "
                      "planner's GPU stage); drafter parts are not split by device; the budget counts all devices")
     notes.append("host logits buffer: a bound (65 rows of logits), allocated by llama.cpp on first use")
+    draft_model = darch is not None and darch not in ("eagle3", "dflash")
     return Plan(fits=fits, budget_bytes=budget_bytes, n_ctx=sized_ctx, type_k=c.type_k, type_v=c.type_v,
                 n_batch=c.n_batch, dflash_window=c.dflash_window if darch == "dflash" else None,
-                n_gpu_layers=n_gpu_layers, spec_type=name, kernels=kernels, parts=parts, total_bytes=total,
+                type_k_draft=c.type_k_draft if draft_model else None,
+                type_v_draft=c.type_v_draft if draft_model else None,
+                n_gpu_layers=n_gpu_layers, spec_type=name, kernels=kernels, swa_full=swa_full, parts=parts,
+                total_bytes=total,
                 configurations_tried=tried, notes=notes)
 
 
@@ -337,7 +363,8 @@ def cmd_plan(args) -> int:
     p = plan(args.model, budget=args.budget, n_ctx=args.ctx_size, draft_model=args.draft_model,
              spec_type=args.spec_type, n_gpu_layers=args.n_gpu_layers, n_batch=args.batch_size,
              type_k=args.cache_type_k, type_v=args.cache_type_v, dflash_window=args.dflash_window,
-             kernels=args.kernels)
+             kernels=args.kernels, swa_full=args.swa_full, type_k_draft=args.cache_type_k_draft,
+             type_v_draft=args.cache_type_v_draft)
     if args.json:
         print(json.dumps(p.to_dict()))
         return 0 if p.fits else 1
@@ -346,7 +373,9 @@ def cmd_plan(args) -> int:
         kw = p.llm_kwargs()
         flags = (f"-c {kw['n_ctx']} -ctk {kw['type_k']} -ctv {kw['type_v']} -b {kw['n_batch']}"
                  + (f" --dflash-window {kw['dflash_window']}" if "dflash_window" in kw else "")
-                 + (f" -ngl {kw['n_gpu_layers']}" if kw["n_gpu_layers"] else ""))
+                 + (f" -ngl {kw['n_gpu_layers']}" if kw["n_gpu_layers"] else "")
+                 + (" --swa-full" if kw.get("swa_full") else "")
+                 + (f" -ctkd {kw['type_k_draft']} -ctvd {kw['type_v_draft']}" if "type_k_draft" in kw else ""))
         print(f"run it with: pyspec generate {flags} ...  (or LLM(..., n_ctx={args.ctx_size}, "
               f"memory_budget={args.budget!r}))")
     return 0 if p.fits else 1
@@ -371,8 +400,14 @@ def add_plan_parser(sub) -> argparse.ArgumentParser:
     a.add_argument("-b", "--batch-size", type=int, default=512, help="the largest prompt batch (default: %(default)s)")
     a.add_argument("-ctk", "--cache-type-k", default="f16", help="the most precise K cache type (default: f16)")
     a.add_argument("-ctv", "--cache-type-v", default="f16", help="the most precise V cache type (default: f16)")
+    a.add_argument("-ctkd", "--cache-type-k-draft", default="f16",
+                   help="the most precise K cache type of a draft model (default: f16)")
+    a.add_argument("-ctvd", "--cache-type-v-draft", default="f16",
+                   help="the most precise V cache type of a draft model (default: f16)")
     a.add_argument("--dflash-window", type=int, default=4096, help="the largest DFlash window (0: the context)")
     a.add_argument("--kernels", choices=["exact", "fast"], default="exact")
+    a.add_argument("--swa-full", action="store_true",
+                   help="size sliding-window layers for every position (default: a window-sized ring)")
     a.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     a.set_defaults(func=cmd_plan)
     return a

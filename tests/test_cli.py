@@ -154,3 +154,40 @@ def test_cache_dir_follows_the_documented_variables(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "xdg" / "pyspec"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == Path.home() / ".cache" / "pyspec"
+
+
+def test_generate_shows_the_prompt_progress(tiny_target):
+    """A prompt of several batches: one progress line on stderr, rewritten per batch (--progress;
+    by default only when stderr is a terminal), and nothing for a prompt of one batch."""
+    import pyspec
+    text = "the sort of the list " * 12
+    n = len(pyspec.LLM(tiny_target, n_ctx=512).tokenize(text))
+    assert 130 < n < 500
+    args = ("-m", tiny_target, "-p", text, "-n", 4, "-c", 512, "-b", 64, "--json")
+    r = pyspec_cli(*args, "--progress")
+    assert r.returncode == 0, r.stderr
+    # (text mode reads the line's "\r" rewrites as line ends)
+    steps = [s.strip() for s in r.stderr.splitlines() if s.strip().startswith("prompt:")]
+    assert steps[0] == f"prompt: 65/{n} tokens ({100 * 65 // n}%)"  # the batch holds a 64-token draft + 1
+    assert steps[-1] == f"prompt: {n}/{n} tokens (100%)" and len(steps) == -(-n // 65)
+    assert "prompt:" not in pyspec_cli(*args).stderr  # not a terminal
+    assert "prompt:" not in pyspec_cli("-m", tiny_target, "-p", "x y z", "-n", 4, "-c", 512, "--json",
+                                       "--progress").stderr  # one batch
+
+
+def test_llm_reports_prompt_progress(tiny_target):
+    import pyspec
+    llm = pyspec.LLM(tiny_target, n_ctx=512, n_batch=100)
+    toks = llm.tokenize("the sort of the list " * 12)
+    seen = []
+    llm.generate(toks, max_tokens=2, on_prompt=lambda done, total: seen.append((done, total)))
+    assert seen == [(min(i, len(toks)), len(toks)) for i in range(100, len(toks) + 100, 100)]
+    chunks = []
+    with llm.stream(toks, max_tokens=2, on_prompt=lambda done, total: chunks.append(done)) as s:
+        list(s)
+    assert chunks == [d for d, _ in seen]
+    # a reused prefix counts as done: the rest is one chunk
+    llm._engine.reuse_prefix = True
+    seen.clear()
+    llm.generate(toks, max_tokens=2, on_prompt=lambda done, total: seen.append((done, total)))
+    assert seen == [(len(toks), len(toks))] and llm._engine.n_prompt_reused == len(toks) - 1

@@ -63,7 +63,11 @@ def test_prediction_equals_the_real_allocation(files, target, draft):
     kw = {"draft_model": files[draft]} if draft else {}
     budget = _smallest_total(files, target, **kw)
     p = pyspec.plan(files[target], budget=budget, n_ctx=N_CTX, **kw)
-    assert p.fits and p.total_bytes <= budget and (p.type_k, p.type_v) != ("f16", "f16")
+    if draft == "draft":  # a draft model's KV is quantized first: it never changes the output
+        assert p.fits and p.total_bytes <= budget and (p.type_k, p.type_v) == ("f16", "f16")
+        assert (p.type_k_draft, p.type_v_draft) != ("f16", "f16")
+    else:
+        assert p.fits and p.total_bytes <= budget and (p.type_k, p.type_v) != ("f16", "f16")
     if target == "hybrid":
         assert p.spec_type == "mtp" and p.by_part()["recurrent state"] > 0
     llm = pyspec.LLM(files[target], **p.llm_kwargs(), **kw)
@@ -94,6 +98,24 @@ def test_dflash_window_shrinks_before_kv_precision(files):
     assert narrow.by_part()["drafter KV (dflash)"] < wide.by_part()["drafter KV (dflash)"]
 
 
+def test_draft_model_kv_is_quantized_before_the_targets(files):
+    kw = dict(draft_model=files["draft"], n_ctx=N_CTX, n_batch=64)
+    full = pyspec.plan(files["target"], budget="1TiB", **kw)
+    assert (full.type_k, full.type_v, full.type_k_draft, full.type_v_draft) == ("f16",) * 4
+    p = pyspec.plan(files["target"], budget=full.total_bytes - 1, **kw)
+    assert p.fits and (p.type_k, p.type_v) == ("f16", "f16") and (p.type_k_draft, p.type_v_draft) == ("f16", "q8_0")
+    assert p.by_part()["drafter KV (draft)"] < full.by_part()["drafter KV (draft)"]
+    assert p.llm_kwargs()["type_v_draft"] == "q8_0"
+    llm = pyspec.LLM(files["target"], **p.llm_kwargs(), draft_model=files["draft"])
+    assert llm.memory("draft")["draft_kv_bytes"] == p.by_part()["drafter KV (draft)"]
+    # without a draft model there is nothing to choose
+    assert pyspec.plan(files["target"], budget="1TiB", n_ctx=N_CTX).type_k_draft is None
+    with pytest.raises(pyspec.InvalidParameterError, match="type_k_draft must be one of"):
+        pyspec.plan(files["target"], budget="1TiB", n_ctx=N_CTX, type_k_draft="q3")
+    with pytest.raises(pyspec.InvalidParameterError, match="type_v_draft must be one of"):
+        pyspec.LLM(files["target"], n_ctx=256, type_v_draft="f8")
+
+
 def test_too_small_budget_says_the_largest_context_that_fits(files):
     smallest = pyspec.plan(files["target"], budget="1TiB", n_ctx=N_CTX, n_batch=64, type_k="q4_0", type_v="q4_0")
     budget = smallest.total_bytes - 1
@@ -114,7 +136,8 @@ def test_the_chosen_configuration_loads_and_generates(files):
     """LLM(memory_budget=...) runs the plan, holds what it predicted, and generates: greedy
     speculative output equals plain output with the quantized KV cache it chose."""
     kw = {"draft_model": files["draft"]}
-    budget = _smallest_total(files, "target", **kw)
+    # below the target's f16 KV with the smallest drafter KV: the target's KV is quantized too
+    budget = _smallest_total(files, "target", type_k_draft="q4_0", type_v_draft="q4_0", **kw)
     llm = pyspec.LLM(files["target"], n_ctx=N_CTX, memory_budget=budget, **kw)
     assert llm.plan.fits and (llm.plan.type_k, llm.plan.type_v) != ("f16", "f16")
     assert _planned_parts(llm.plan) == _real_parts(llm)

@@ -158,7 +158,7 @@ class Gate:
         llm._engine = Engine()
         run = llm._run
 
-        def gated(prepared, on_step=None, inside=None):
+        def gated(prepared, on_step=None, inside=None, on_prompt=None):
             hold, self.armed = self.armed, False
             on_step = on_step or (lambda tokens, n_from_draft: True)
 
@@ -170,7 +170,7 @@ class Gate:
                     self.held.set()
                     self.release.wait(300)
                 return go_on
-            return run(prepared, step, inside)
+            return run(prepared, step, inside, on_prompt)
         llm._run = gated
 
 

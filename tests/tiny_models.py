@@ -71,7 +71,7 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
                 n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, dtype: str = "f32",
                 vocab_variant: int = 0, arch: str = "llama", scale: float = 0.5, perturb: float = 0.0,
                 perturb_seed: int = 1234, residual_only: bool = False, eos_id: int = 2,
-                chat_template: str | None = None) -> Path:
+                chat_template: str | None = None, q_scale: float = 1.0, v_scale: float = 1.0) -> Path:
     """Writes a random llama-architecture GGUF; dtype of the 2-D weights: f32, f16 or q8_0.
 
     residual_only: zero attention and FFN outputs, so the model is a bigram
@@ -83,6 +83,8 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     eos_id: the end-of-generation token; a token the random model does produce
     makes its greedy text end there (the weights do not depend on it).
     chat_template: written as tokenizer.chat_template (the weights do not depend on it).
+    q_scale, v_scale: factors on the attention's query and value weights (q_scale=0: every
+    position gets the same attention score, so attention averages the values).
     """
     rng = np.random.default_rng(seed)
     noise = np.random.default_rng(perturb_seed)
@@ -98,8 +100,8 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     if chat_template is not None:
         w.add_chat_template(chat_template)
 
-    def mat(name: str, rows: int, cols: int) -> None:
-        a = (rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)).astype(np.float32)
+    def mat(name: str, rows: int, cols: int, factor: float = 1.0) -> None:
+        a = (rng.standard_normal((rows, cols)) * scale * factor / np.sqrt(cols)).astype(np.float32)
         if residual_only and (name.endswith("attn_output.weight") or name.endswith("ffn_down.weight")):
             a[:] = 0.0
         if perturb:
@@ -122,9 +124,9 @@ def write_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2
     w.add_tensor("token_embd.weight", rng.standard_normal((n_vocab, n_embd)).astype(np.float32))
     for i in range(n_layer):
         norm(f"blk.{i}.attn_norm.weight")
-        mat(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        mat(f"blk.{i}.attn_q.weight", n_embd, n_embd, q_scale)
         mat(f"blk.{i}.attn_k.weight", n_embd_kv, n_embd)
-        mat(f"blk.{i}.attn_v.weight", n_embd_kv, n_embd)
+        mat(f"blk.{i}.attn_v.weight", n_embd_kv, n_embd, v_scale)
         mat(f"blk.{i}.attn_output.weight", n_embd, n_embd)
         norm(f"blk.{i}.ffn_norm.weight")
         mat(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)

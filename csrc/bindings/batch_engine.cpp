@@ -23,7 +23,7 @@ void register_batch_engine(py::module_ & m) {
           n_seq_max: sequences at once (1..64).
           n_ctx: context size in tokens, split between the sequences.
           n_batch: tokens of one step over all sequences (prompt chunks and verify rows); >= n_seq_max.
-          n_threads, flash_attn, type_k, type_v, exact: as Engine's.
+          n_threads, flash_attn, type_k, type_v, exact, swa_full: as Engine's.
           n_step_tokens: tokens per step (0: n_batch).
           pad_rows: pad every sequence's rows in a step to the same count (and idle slots below the
             highest busy one with filler rows), so that llama.cpp runs the step as one pass over the
@@ -38,7 +38,7 @@ void register_batch_engine(py::module_ & m) {
     )pbdoc")
         .def(py::init([](std::shared_ptr<Model> model, int32_t n_seq_max, uint32_t n_ctx, uint32_t n_batch,
                          int32_t n_threads, int32_t flash_attn, std::string type_k, std::string type_v, bool exact,
-                         int32_t n_step_tokens, int32_t pad_rows) {
+                         int32_t n_step_tokens, int32_t pad_rows, bool swa_full) {
                  ContextParams p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -47,6 +47,7 @@ void register_batch_engine(py::module_ & m) {
                  p.type_k = std::move(type_k);
                  p.type_v = std::move(type_v);
                  p.exact = exact;
+                 p.swa_full = swa_full;
                  BatchParams bp;
                  bp.n_seq_max = n_seq_max;
                  bp.n_step_tokens = n_step_tokens;
@@ -57,7 +58,7 @@ void register_batch_engine(py::module_ & m) {
              py::arg("model"), py::arg("n_seq_max") = 4, py::arg("n_ctx") = 4096, py::arg("n_batch") = 512,
              py::arg("n_threads") = 0, py::arg("flash_attn") = -1, py::arg("type_k") = "f16",
              py::arg("type_v") = "f16", py::arg("exact") = true, py::arg("n_step_tokens") = 0,
-             py::arg("pad_rows") = -1)
+             py::arg("pad_rows") = -1, py::arg("swa_full") = false)
         .def("add",
              [](BatchEngine & e, const std::vector<llama_token> & prompt, py::object options,
                 std::shared_ptr<Drafter> drafter, bool record_logits, py::kwargs changes) {

@@ -77,13 +77,15 @@ void register_drafters(py::module_ & m) {
         (checked: VocabMismatchError names the first difference).
     )pbdoc")
         .def(py::init([](std::shared_ptr<Model> draft, const Model & target, uint32_t n_ctx, int32_t n_threads,
-                         float p_min, bool exact, int32_t flash_attn) {
+                         float p_min, bool exact, int32_t flash_attn, std::string type_k, std::string type_v) {
                  py::gil_scoped_release nogil;
-                 return std::make_shared<DraftModelDrafter>(std::move(draft), target,
-                                                            DraftModelParams{n_ctx, n_threads, p_min, exact, flash_attn});
+                 return std::make_shared<DraftModelDrafter>(
+                     std::move(draft), target,
+                     DraftModelParams{n_ctx, n_threads, p_min, exact, flash_attn, std::move(type_k), std::move(type_v)});
              }),
              py::arg("draft"), py::arg("target"), py::arg("n_ctx") = 4096, py::arg("n_threads") = 0,
              py::arg("p_min") = 0.0f, py::arg("exact") = true, py::arg("flash_attn") = -1,
+             py::arg("type_k") = "f16", py::arg("type_v") = "f16",
              py::keep_alive<1, 2>())
         .def_property_readonly("n_threads", &DraftModelDrafter::n_threads, "The CPU threads of the drafter's context.")
         .def("memory", [](const DraftModelDrafter & d) {

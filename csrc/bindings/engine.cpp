@@ -79,9 +79,12 @@ void register_engine(py::module_ & m) {
           type_k, type_v: KV cache types ("f16", "q8_0", ...).
           exact: batch-invariant kernels (lossless speculation); False is faster and not exact.
           n_rs_seq: recurrent-state snapshots for rolling back hybrid targets (-1: 16 for those, else 0).
+          swa_full: sliding-window layers keep every position (llama.cpp's swa_full); False (default):
+            a ring of n_swa + n_batch cells per such layer, exact too (patches/0007).
     )pbdoc")
         .def(py::init([](std::shared_ptr<Model> model, uint32_t n_ctx, uint32_t n_batch, int32_t n_threads,
-                         int32_t flash_attn, std::string type_k, std::string type_v, bool exact, int32_t n_rs_seq) {
+                         int32_t flash_attn, std::string type_k, std::string type_v, bool exact, int32_t n_rs_seq,
+                         bool swa_full) {
                  ContextParams p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -91,6 +94,7 @@ void register_engine(py::module_ & m) {
                  p.type_v = std::move(type_v);
                  p.exact = exact;
                  p.n_rs_seq = n_rs_seq;
+                 p.swa_full = swa_full;
                  py::gil_scoped_release nogil;
                  auto e = std::make_shared<Engine>(std::move(model), p);
                  e->should_stop = [] {
@@ -102,10 +106,11 @@ void register_engine(py::module_ & m) {
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 512, py::arg("n_threads") = 0,
              py::arg("flash_attn") = -1, py::arg("type_k") = "f16", py::arg("type_v") = "f16",
-             py::arg("exact") = true, py::arg("n_rs_seq") = -1)
+             py::arg("exact") = true, py::arg("n_rs_seq") = -1, py::arg("swa_full") = false)
         .def("generate",
              [](Engine & e, const std::vector<llama_token> & prompt, py::object options,
-                std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step, py::kwargs changes) {
+                std::shared_ptr<Drafter> drafter, std::optional<py::function> on_step,
+                std::optional<py::function> on_prompt, py::kwargs changes) {
                  const GenerateParams gp = generate_params(options, changes, "Engine.generate()");
                  StepCallback cb;
                  if (on_step) {
@@ -113,6 +118,18 @@ void register_engine(py::module_ & m) {
                          py::gil_scoped_acquire gil;
                          py::object r = (*on_step)(toks, n_from_draft);
                          return r.is_none() || r.cast<bool>();
+                     };
+                 }
+                 // for this call only: restored however it ends
+                 struct Restore {
+                     Engine & e;
+                     std::function<void(size_t, size_t)> old;
+                     ~Restore() { e.on_prompt_progress = std::move(old); }
+                 } restore{e, e.on_prompt_progress};
+                 if (on_prompt) {
+                     e.on_prompt_progress = [&on_prompt](size_t done, size_t total) {
+                         py::gil_scoped_acquire gil;
+                         (*on_prompt)(done, total);
                      };
                  }
                  GenerateResult res;
@@ -127,7 +144,7 @@ void register_engine(py::module_ & m) {
                  return d;
              },
              py::arg("prompt"), py::arg("options") = py::none(), py::kw_only(), py::arg("drafter") = nullptr,
-             py::arg("on_step") = py::none(), R"pbdoc(
+             py::arg("on_step") = py::none(), py::arg("on_prompt") = py::none(), R"pbdoc(
         Generates from prompt token ids; returns {'tokens', 'stats', 'finish_reason'}.
 
         Arguments:
@@ -137,6 +154,8 @@ void register_engine(py::module_ & m) {
             parse_special are LLM's: which drafter, how text is tokenized). seed None is 0.
           drafter: a pyspec._core drafter (None: plain decoding).
           on_step: called with (tokens, n_from_draft) after every step; False stops.
+          on_prompt: called with (prompt tokens done, prompt tokens) after every prompt chunk
+            (n_batch tokens; a reused prefix counts as done).
           **changes: GenerationOptions fields over `options`; n_predict is max_tokens.
 
         Example:
@@ -182,6 +201,15 @@ void register_engine(py::module_ & m) {
              "One synchronized forward pass with logits for every token, kept in the context (timing).")
         .def("rollback", [](Engine & e, int32_t n_keep) { py::gil_scoped_release nogil; e.rollback(n_keep); },
              py::arg("n_keep"), "Keeps the first n_keep positions of the memory.")
+        .def_readwrite("reuse_prefix", &Engine::reuse_prefix,
+                       "generate() keeps the memory's longest prefix shared with the new prompt (all but its last "
+                       "token) and prefills only the rest, where that gives the logits of a fresh prefill (exact "
+                       "kernels, no feature-reading drafter, no recurrent state, the sliding window still in the "
+                       "cache); stats['prompt_n'] counts the tokens computed. Off by default.")
+        .def_property_readonly("n_prompt_reused", &Engine::n_prompt_reused,
+                               "Prompt tokens the last generate() kept from the memory (reuse_prefix).")
+        .def("set_n_threads", [](Engine & e, int32_t n) { e.set_n_threads(n); }, py::arg("n_threads"),
+             "Sets the CPU threads of the target context for the next forward passes.")
         .def_readwrite("force_checkpoints", &Engine::force_checkpoints,
                        "Roll back via state checkpoints even where positions could be dropped (testing).")
         .def("interrupt", &Engine::interrupt,

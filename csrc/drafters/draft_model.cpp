@@ -20,6 +20,8 @@ DraftModelDrafter::DraftModelDrafter(std::shared_ptr<Model> draft, const Model &
     cs.n_threads = p.n_threads;
     cs.exact = p.exact;
     cs.flash_attn = p.flash_attn;
+    cs.type_k = kv_type_from_name(p.type_k);
+    cs.type_v = kv_type_from_name(p.type_v);
     ctx_ = new_context(model_->get(), cs, "the draft model");
     argmax_ = DeviceArgmax(model_->params().n_gpu_layers != 0);
 }

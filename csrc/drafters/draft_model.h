@@ -15,6 +15,10 @@ struct DraftModelParams {
     float    p_min = 0.0f;  // stop drafting when the drafter's top probability falls below this
     bool     exact = true;  // batch-invariant kernels, as for the target
     int32_t  flash_attn = -1;  // as for the target
+    // the draft context's KV cache types: the drafter's precision changes how
+    // many drafts are accepted, never the output
+    std::string type_k = "f16";
+    std::string type_v = "f16";
 };
 
 class DraftModelDrafter final : public Drafter {

@@ -54,6 +54,7 @@ BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & pa
     cs.n_threads = params.n_threads;
     cs.type_k = kv_type_from_name(params.type_k);
     cs.type_v = kv_type_from_name(params.type_v);
+    cs.swa_full = params.swa_full;
     cs.exact = params.exact;
     cs.flash_attn = params.flash_attn;
     // a verify reads up to a 64-token draft + 1 rows of one sequence (device argmax included)

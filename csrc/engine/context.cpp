@@ -26,7 +26,7 @@ llama_context_params context_params(const ContextSpec & s) {
     cp.type_k = s.type_k;
     cp.type_v = s.type_v;
     cp.no_perf = true;
-    cp.swa_full = true;
+    cp.swa_full = s.swa_full;
     cp.ctx_other = s.other;
     cp.flash_attn_type = llama_flash_attn_type(s.flash_attn);
     if (s.exact && s.flash_attn < 0) {

@@ -32,6 +32,12 @@ struct ContextSpec {
     int32_t  flash_attn = -1;
     ggml_type type_k = GGML_TYPE_F16;
     ggml_type type_v = GGML_TYPE_F16;
+    // Sliding-window layers keep every position (llama.cpp's swa_full) instead of
+    // a ring of n_swa + n_batch cells. Rollback is exact either way: the ring
+    // reuses only cells the window hides from every later position, and
+    // patches/0007 places each position at a fixed cell, so the summation order
+    // of attention does not depend on how the cells were written.
+    bool     swa_full = false;
     llama_context_type type = LLAMA_CONTEXT_TYPE_DEFAULT;
     // a drafter without its own embeddings / LM head uses this context's
     llama_context * other = nullptr;

@@ -40,6 +40,7 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
     cs.n_threads = params.n_threads;
     cs.type_k = kv_type_from_name(params.type_k);
     cs.type_v = kv_type_from_name(params.type_v);
+    cs.swa_full = params.swa_full;
     cs.exact = params.exact;
     cs.flash_attn = params.flash_attn;
     ctx_ = new_context(target_->get(), cs, "the target",
@@ -68,6 +69,29 @@ void Engine::probe_exact() {
         throw UnsupportedError("exact (batch-invariant) GPU kernels cannot run '" + target_->path() + "': " +
                                log_recent() + ". Use kernels='fast' (not lossless) or n_gpu_layers=0 (exact on the CPU).");
     check_decode(rc, "exact-kernel probe");
+}
+
+size_t Engine::reusable_prefix(const std::vector<llama_token> & prompt, const Drafter * drafter) const {
+    if (!reuse_prefix || !params_.exact || target_->needs_checkpoints() || force_checkpoints) return 0;
+    if (drafter && !(drafter->features() == FeatureRequest{})) return 0;
+    size_t n = 0;
+    const size_t n_max = std::min(committed_.size(), prompt.size() - 1);  // the last token gives the logits
+    while (n < n_max && committed_[n] == prompt[n]) ++n;
+    if (n == 0) return 0;
+    // A sliding-window cache keeps the last window only: the positions the
+    // next token attends to must still be there (llama-server's check).
+    const int32_t n_swa = llama_model_n_swa(target_->get());
+    if (n_swa > 0) {
+        const llama_pos pos_min = llama_memory_seq_pos_min(llama_get_memory(ctx_.get()), 0);
+        if (pos_min > std::max<llama_pos>(0, llama_pos(n) - n_swa)) return 0;
+    }
+    return n;
+}
+
+void Engine::set_n_threads(int32_t n) {
+    if (n < 1) throw InvalidParameterError("n_threads must be >= 1, got " + std::to_string(n));
+    llama_set_n_threads(ctx_.get(), n, n);
+    params_.n_threads = n;
 }
 
 void Engine::reset() {
@@ -165,14 +189,15 @@ void Engine::check_room(size_t n, const char * what) const {
                                    "; shorten the request or load the model with a larger n_ctx");
 }
 
-void Engine::prefill(const std::vector<llama_token> & prompt, Drafter * observer) {
-    check_room(prompt.size(), "prompt");
+void Engine::prefill(const std::vector<llama_token> & prompt, Drafter * observer, size_t start, bool progress) {
+    check_room(prompt.size() - start, "prompt");
     const size_t chunk = size_t(batch_.capacity());
-    for (size_t i = 0; i < prompt.size(); i += chunk) {
+    for (size_t i = start; i < prompt.size(); i += chunk) {
         const size_t n = std::min(prompt.size() - i, chunk);
         const int32_t pos0 = n_past();
         submit(prompt.data() + i, n, false, i + n == prompt.size(), "prompt");
         if (observer) observer->observe({prompt.data() + i, int32_t(n), pos0, ctx_.get(), true});
+        if (progress && on_prompt_progress) on_prompt_progress(i + n, prompt.size());
         if (i + n < prompt.size() && stop_requested())
             throw Interrupted("interrupted in the prompt, after " + std::to_string(i + n) + " of its " +
                               std::to_string(prompt.size()) + " tokens");
@@ -280,7 +305,15 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
     GenerateResult res;
     Stats & st = res.stats;
     interrupt_.store(false);  // a request left over from an earlier generation
-    reset();
+    const size_t n_reuse = reusable_prefix(prompt, drafter);
+    if (n_reuse > 0) {
+        rollback(int32_t(n_reuse));
+        ckpt_n_ = -1;
+        forward_ms_ = 0.0;
+    } else {
+        reset();
+    }
+    n_prompt_reused_ = n_reuse;
     // The target computes what this drafter reads, and nothing for plain runs.
     export_features(drafter ? drafter->features() : FeatureRequest{});
     // Recurrent state rolls back through llama.cpp's snapshots when the draft
@@ -315,8 +348,8 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
 
     // Prompt: the first generated token comes from its last row.
     auto t0 = Clock::now();
-    prefill(prompt, drafter);
-    st.prompt_n = int32_t(prompt.size());
+    prefill(prompt, drafter, n_reuse, /*progress=*/true);
+    st.prompt_n = int32_t(prompt.size() - n_reuse);  // the tokens computed (llama.cpp's prompt_n)
     llama_token next = dev_argmax ? device_token(-1)
                                   : sample_token(llama_get_logits_ith(ctx_.get(), -1), n_vocab_, gp.sampling,
                                                  uint64_t(n_past()), prompt.data(), prompt.size());

@@ -23,6 +23,9 @@ struct ContextParams {
     int32_t  flash_attn = -1;   // -1 auto (exact mode: on), 0 off, 1 on
     std::string type_k = "f16";
     std::string type_v = "f16";
+    // Full-size cache for sliding-window layers (llama.cpp's swa_full); false:
+    // a ring of n_swa + n_batch cells, exact too (engine/context.h).
+    bool swa_full = false;
     // Exact kernels: a token's logits do not depend on the batch that computes
     // them. Required for lossless speculation on the CPU.
     bool exact = true;
@@ -121,6 +124,22 @@ public:
     // Roll back through state checkpoints even where the memory could drop
     // positions itself (the path recurrent models need; for testing it).
     bool force_checkpoints = false;
+    // generate() keeps the longest prefix that the memory shares with the new
+    // prompt (all of it but its last token) instead of clearing the memory,
+    // and prefills only the rest: a long document asked about twice is
+    // read once. Only where that gives the same logits as a fresh prefill:
+    // exact kernels (prompt chunking does not change a row), no drafter that
+    // reads the target's features, no recurrent state, and every position the
+    // sliding window needs still in the cache. Off by default. A Python
+    // drafter's observe() then sees the new prompt rows only.
+    bool reuse_prefix = false;
+    // Prompt tokens generate() kept from the memory (reuse_prefix) last time.
+    size_t n_prompt_reused() const { return n_prompt_reused_; }
+    // Called after each prompt chunk of generate() with (tokens done, prompt
+    // tokens), on generate()'s thread: progress for long prompts.
+    std::function<void(size_t, size_t)> on_prompt_progress;
+    // The CPU threads of the target context from now on (llama_set_n_threads).
+    void set_n_threads(int32_t n);
     // Whether greedy generations take the argmax on the device (the model is
     // offloaded to a GPU; PYSPEC_DEVICE_ARGMAX=0 turns it off, =1 on): no logits row
     // is copied to the host, only the token ids.
@@ -146,7 +165,10 @@ private:
     void probe_exact();
     // Prompt processing in batch-sized chunks, logits for the last token
     // only; `observer` (a drafter) sees every chunk.
-    void prefill(const std::vector<llama_token> & prompt, Drafter * observer = nullptr);
+    // Decodes prompt[start..] in chunks (prompt[..start] is in the memory already);
+    // progress: report each chunk to on_prompt_progress.
+    void prefill(const std::vector<llama_token> & prompt, Drafter * observer = nullptr, size_t start = 0,
+                 bool progress = false);
     // Attaches (or detaches) the device-side greedy sampler of seq 0.
     void use_device_argmax(bool on) { argmax_.set(ctx_.get(), 0, on); }
     llama_token device_token(int32_t i) const { return argmax_.token(ctx_.get(), i, n_vocab_); }
@@ -157,6 +179,9 @@ private:
     Batch batch_;
     int32_t n_vocab_;
     std::vector<llama_token> committed_;  // tokens in the memory, position = index
+    size_t n_prompt_reused_ = 0;
+    // The prompt tokens generate() may keep in the memory (reuse_prefix).
+    size_t reusable_prefix(const std::vector<llama_token> & prompt, const Drafter * drafter) const;
     // state checkpoint for memories that refuse partial removal (recurrent)
     std::vector<uint8_t> ckpt_;
     int32_t ckpt_n_ = -1;
