@@ -115,7 +115,7 @@ def write_png(doc: dict, path) -> Path:
         bars = ax.bar(xs, vals[k], width * 0.95, label=label(k), color=colors.get(m, None),
                       alpha=0.45 if anchor else 0.95, hatch="//" if anchor else None,
                       edgecolor="black" if anchor else None, linewidth=0.4)
-        ax.barlabel(bars, fmt="%.0f", fontsize=6, padding=1)
+        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("generated tokens/s")
