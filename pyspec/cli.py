@@ -169,9 +169,10 @@ class PromptProgress:
 
     def __init__(self, out):
         self.out = out
+        self.shown = False
 
     def __call__(self, done: int, total: int) -> None:
-        if done == total and not getattr(self, "shown", False):
+        if done == total and not self.shown:
             return  # one chunk (or a reused prefix and one chunk): nothing to wait for
         self.shown = True
         self.out.write(f"\rprompt: {done}/{total} tokens ({100 * done // total}%)"

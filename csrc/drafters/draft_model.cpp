@@ -63,7 +63,7 @@ void DraftModelDrafter::sync_cache() {
 
 void DraftModelDrafter::set_sampling(const SamplingParams & p) {
     Drafter::set_sampling(p);
-    argmax_.set(ctx_.get(), 0, p.temperature <= 0.0f && !penalties_active(p) && p_.p_min <= 0.0f);
+    argmax_.set(ctx_.get(), 0, plain_argmax(p) && p_.p_min <= 0.0f);
 }
 
 Draft DraftModelDrafter::draft(int32_t n_max) {

@@ -32,13 +32,9 @@ void FeatureDrafter::make_context(const Model & model, const ContextSpec & cs, c
     if (!batch_) throw Error("llama.cpp could not create a batch for the context of " + what);
 }
 
-bool FeatureDrafter::device_picks() const {
-    return sampling_.temperature <= 0.0f && !penalties_active(sampling_) && p_.p_min <= 0.0f;
-}
-
 void FeatureDrafter::set_sampling(const SamplingParams & p) {
     Drafter::set_sampling(p);
-    argmax_.set(ctx_.get(), 0, device_picks());
+    argmax_.set(ctx_.get(), 0, plain_argmax(p) && p_.p_min <= 0.0f);  // p_min reads the probabilities
 }
 
 int32_t FeatureDrafter::add_token(llama_token t, llama_pos pos, const float * embd, size_t n_embd, bool output) {

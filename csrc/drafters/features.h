@@ -56,6 +56,7 @@ using BatchExtPtr = std::unique_ptr<llama_batch_ext, BatchExtDeleter>;
 class FeatureDrafter : public Drafter {
 public:
     void begin(const std::vector<llama_token> & prompt) override;
+    // greedy drafts without penalties or p_min: picked on the device (argmax_) when offloaded
     void set_sampling(const SamplingParams & p) override;
     void accept(int32_t n_accepted, const std::vector<llama_token> & emitted) override;
     DraftMemory memory() const;
@@ -66,9 +67,6 @@ protected:
     // Creates the drafter context for `model` (target or drafter weights);
     // `what` names the drafter in messages ("the MTP head").
     void make_context(const Model & model, const ContextSpec & cs, const std::string & what);
-    // Whether this generation's drafts are picked on the device (greedy, no
-    // penalties, no p_min, an offloaded model): set_sampling attaches it.
-    bool device_picks() const;
     // The drafter context's settings before each drafter's own: the target's
     // context size, batch and threads, fast kernels, the target as ctx_other.
     ContextSpec base_spec() const;

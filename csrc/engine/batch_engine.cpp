@@ -108,8 +108,7 @@ int64_t BatchEngine::add(const std::vector<llama_token> & prompt, const Generate
     s->rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     s->history = prompt;
     s->record_logits = record_logits;
-    s->device_argmax = argmax_[size_t(s->slot)].set(
-        ctx_.get(), s->slot, gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling) && !record_logits);
+    s->device_argmax = argmax_[size_t(s->slot)].set(ctx_.get(), s->slot, plain_argmax(gp.sampling) && !record_logits);
     if (s->drafter) {
         SamplingParams ds = gp.sampling;
         if (!s->rejection) ds.temperature = 0.0f;  // accept-if-equal: greedy drafts accept best
@@ -365,12 +364,9 @@ std::vector<SequenceEvent> BatchEngine::step() {
         s->n_past += s->n_rows + s->n_pad;  // the verify rows (and padding) are in the memory until the rollback
         const float * p = s->device_argmax ? nullptr : rows(*s, s->row0, s->n_rows);
         VerifyResult vr;
-        if (s->device_argmax) {  // greedy: accept drafts while they equal the device's picks
-            for (size_t i = 0; i <= s->draft.size(); ++i) {
-                vr.tokens.push_back(argmax_[size_t(s->slot)].token(ctx_.get(), s->row0 + int32_t(i), n_vocab_));
-                if (i == s->draft.size() || vr.tokens.back() != s->draft[i]) break;
-                vr.n_accepted++;
-            }
+        if (s->device_argmax) {
+            const DeviceArgmax & am = argmax_[size_t(s->slot)];
+            vr = verify_picked(s->draft, [&](int32_t i) { return am.token(ctx_.get(), s->row0 + i, n_vocab_); });
         } else {
             vr = s->rejection
                 ? verify_rejection(p, n_vocab_, s->draft, s->draft_q, s->params.sampling, uint64_t(pos0 + 1), s->history)

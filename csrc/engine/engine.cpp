@@ -323,7 +323,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
                                           uint32_t(gp.draft_n_max) > llama_n_rs_seq(ctx_.get())));
     // Greedy without penalties on a GPU: the argmax runs on the device.
     const bool dev_argmax =
-        argmax_.set(ctx_.get(), 0, gp.sampling.temperature <= 0.0f && !penalties_active(gp.sampling));
+        argmax_.set(ctx_.get(), 0, plain_argmax(gp.sampling));
 
     const bool rejection = gp.spec_sampling == SpecSampling::Rejection && gp.sampling.temperature > 0.0f;
     if (drafter) {
@@ -414,11 +414,7 @@ GenerateResult Engine::generate(const std::vector<llama_token> & prompt, const G
         // every token of the batch outputs logits: rows are contiguous, in batch order
         VerifyResult vr;
         if (dev_argmax) {
-            for (size_t i = 0; i <= draft.size(); ++i) {
-                vr.tokens.push_back(device_token(int32_t(i)));
-                if (i == draft.size() || vr.tokens.back() != draft[i]) break;
-                vr.n_accepted++;
-            }
+            vr = verify_picked(draft, [&](int32_t i) { return device_token(i); });
         } else {
             const float * logits = llama_get_logits(ctx_.get());
             vr = rejection

@@ -43,6 +43,10 @@ void validate(const SamplingParams & p);  // throws InvalidParameterError
 // True when any penalty changes the logits.
 bool penalties_active(const SamplingParams & p);
 
+// True when a token is the plain argmax of its logits row (greedy, no penalties): a device-side
+// argmax (engine/device_argmax.h) can pick it.
+inline bool plain_argmax(const SamplingParams & p) { return p.temperature <= 0.0f && !penalties_active(p); }
+
 // The independent random streams, all keyed by (seed, absolute position of
 // the token being decided).
 enum RngStream : uint64_t {

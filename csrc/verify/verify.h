@@ -56,6 +56,21 @@ VerifyResult verify_accept_if_equal(const float * logits, int32_t n_vocab,
                                     const SamplingParams & params, uint64_t pos0,
                                     const std::vector<llama_token> & history = {});
 
+// Greedy verification from tokens already picked per row (a device argmax):
+// picked(i) is row i's token; drafts are accepted while they equal it, and
+// the pick at the first mismatch (or after the last draft) is the bonus.
+// Reads only the rows it needs.
+template <typename Picked>
+VerifyResult verify_picked(const std::vector<llama_token> & draft, Picked && picked) {
+    VerifyResult vr;
+    for (size_t i = 0; i <= draft.size(); ++i) {
+        vr.tokens.push_back(picked(int32_t(i)));
+        if (i == draft.size() || vr.tokens.back() != draft[i]) break;
+        vr.n_accepted++;
+    }
+    return vr;
+}
+
 // q: the drafter's distribution per draft token (empty: none, one-hot).
 VerifyResult verify_rejection(const float * logits, int32_t n_vocab, const std::vector<llama_token> & draft,
                               const std::vector<Candidates> & q, const SamplingParams & params, uint64_t pos0,
