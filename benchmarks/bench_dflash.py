@@ -47,7 +47,9 @@ def main(argv=None) -> int:
                              plain_tps=plain.stats.predicted_per_second, spec_tps=spec.stats.predicted_per_second,
                              tau=spec.stats.mean_acceptance_length, accepted=spec.stats.draft_n_accepted,
                              drafted=spec.stats.draft_n, steps=spec.stats.n_steps,
-                             plain_ms=plain.stats.predicted_ms, spec_ms=spec.stats.predicted_ms))
+                             plain_ms=plain.stats.predicted_ms, spec_ms=spec.stats.predicted_ms,
+                             draft_ms=spec.stats.draft_ms, verify_ms=spec.stats.verify_ms,
+                             forward_ms=spec.stats.forward_ms))
             r = rows[-1]
             print(f"{p.kind:5s} {p.source[:40]:40s} k={dnm:2d} n={r['n']:4d} same={r['same']} plain "
                   f"{r['plain_tps']:7.1f} tok/s dflash {r['spec_tps']:7.1f} tok/s tau {r['tau']:.2f}", flush=True)
@@ -59,9 +61,16 @@ def main(argv=None) -> int:
             kind=kind, draft_n_max=dnm, prompts=len(rs), all_same=all(r["same"] for r in rs),
             speedup=pm / sm if sm else 0.0,
             tau=sum(r["accepted"] + r["steps"] for r in rs) / max(1, sum(r["steps"] for r in rs)),
-            acceptance=sum(r["accepted"] for r in rs) / max(1, sum(r["drafted"] for r in rs)))
+            acceptance=sum(r["accepted"] for r in rs) / max(1, sum(r["drafted"] for r in rs)),
+            plain_ms_per_token=pm / max(1, sum(r["n"] for r in rs)),
+            # where a speculative step's time goes: the drafter, the target's verify forward, the rest
+            draft_ms_per_step=sum(r["draft_ms"] for r in rs) / max(1, sum(r["steps"] for r in rs)),
+            forward_ms_per_step=sum(r["forward_ms"] for r in rs) / max(1, sum(r["steps"] for r in rs)),
+            other_ms_per_step=(sm - sum(r["draft_ms"] + r["forward_ms"] for r in rs)) / max(1, sum(r["steps"] for r in rs)))
         print(f"{kind} k={dnm}: {s['prompts']} prompts, speedup {s['speedup']:.2f}x, tau {s['tau']:.2f}, "
-              f"acceptance {s['acceptance']:.2f}, output == plain: {s['all_same']}")
+              f"acceptance {s['acceptance']:.2f}, output == plain: {s['all_same']}; per step: draft "
+              f"{s['draft_ms_per_step']:.2f} ms, target forward {s['forward_ms_per_step']:.2f} ms, rest "
+              f"{s['other_ms_per_step']:.2f} ms (plain {s['plain_ms_per_token']:.2f} ms per token)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"target": a.target, "drafter": a.drafter, "n_gpu_layers": a.n_gpu_layers,

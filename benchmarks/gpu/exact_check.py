@@ -14,7 +14,7 @@ for bad in ("llama256-f32",):
     except pyspec.UnsupportedError as e:
         print(bad, "UnsupportedError:", str(e)[:300])
 import numpy as np
-W = list(range(1, 18)) + [24, 32, 64, 65]
+W = list(range(1, 18)) + [24, 32, 64, 65, 66, 100, 200]  # past 65: prompt chunks (patch 0010)
 P = "the of and to in is it"
 def rows(llm, follow, widths):
     e = llm._engine; out = {}
@@ -22,7 +22,7 @@ def rows(llm, follow, widths):
         e.reset(); e.decode(llm.tokenize(P), 64, False); out[w] = e.decode(follow, w)
     return out
 for n, llm in list(llms.items()) + [("q4_k_m FAST", fast)]:
-    follow = llm.generate(P, max_tokens=65, ignore_eos=True).tokens
+    follow = llm.generate(P, max_tokens=200, ignore_eos=True).tokens
     r = rows(llm, follow, W)
     bad = [w for w in W if not np.array_equal(r[w].view(np.uint32), r[1].view(np.uint32))]
     print(f"{n}: exact={llm._engine.exact} widths differing from width 1: {bad or 'none'}")

@@ -215,20 +215,33 @@ mmv_ncu() {  # Nsight Compute on the exact kernel alone (--one mode of the harne
   done
 }
 
-batchsmoke() {  # BatchLLM on the GPU: 8 concurrent greedy requests, each against its solo output
-  (cd /tmp && python3 - "$PYSPEC_GPU_MODELS/llama256-q4_k_m.gguf" <<'PY' 2>&1 | tee "$OUT/batchsmoke.log"
+batchsmoke() {  # BatchLLM on the GPU: 10 concurrent greedy requests (2 with 150-token prompts), each against its solo output
+  local m=$PYSPEC_GPU_MODELS/llama256-q4_k_m.gguf
+  for cols in "" 65; do  # 65: wider batches on the fast kernels (as before patch 0010)
+    echo "-- GGML_CUDA_BATCH_INVARIANT_MAX_COLS=${cols:-unset}"
+    (cd /tmp && GGML_CUDA_BATCH_INVARIANT_MAX_COLS=$cols python3 - "$m" <<'PY' 2>&1 | tee -a "$OUT/batchsmoke.log"
 import sys, time, pyspec
 llm = pyspec.LLM(sys.argv[1], n_ctx=512, n_gpu_layers=-1)
-prompts = [f"prompt {i}: " + "ab" * i for i in range(8)]
-with pyspec.BatchLLM(llm, n_parallel=8, n_ctx=8 * 512) as b:
+prompts = [f"prompt {i}: " + "ab" * i for i in range(8)] + ["the of and to in " * 30, "x y z " * 50]
+with pyspec.BatchLLM(llm, n_parallel=len(prompts), n_ctx=len(prompts) * 512) as b:
     t = time.perf_counter()
     reqs = [b.submit(p, max_tokens=64, temperature=0) for p in prompts]
     got = [r.result().tokens for r in reqs]
-    print(f"batch of 8: {time.perf_counter() - t:.2f} s, {b.n_steps} steps")
+    print(f"batch of {len(prompts)}: {time.perf_counter() - t:.2f} s, {b.n_steps} steps")
 solo = [llm.generate(p, max_tokens=64, temperature=0).tokens for p in prompts]
 print("batch == solo per request:", [g == s for g, s in zip(got, solo)])
 PY
-  )
+    )
+  done
+}
+
+batchrate() {  # self-distillation speed on Gemma: BatchLLM by kernels and parallelism (benchmarks/gpu/batch_rate.py)
+  [ -n "${PYSPEC_GEMMA:-}" ] || { echo "(no Gemma: carry its parts first)"; return 0; }
+  local args=(--target "$PYSPEC_GEMMA" -ngl -1 --prompts "${RATE_PROMPTS:-64}" --json "$OUT/batch_rate.jsonl")
+  (cd /tmp && for np in 32 64; do for k in exact fast; do
+     python3 "$ROOT/benchmarks/gpu/batch_rate.py" "${args[@]}" --kernels $k --parallel $np; done; done
+   GGML_CUDA_BATCH_INVARIANT_MAX_COLS=65 python3 "$ROOT/benchmarks/gpu/batch_rate.py" "${args[@]}" --kernels exact --parallel 32
+  ) 2>&1 | grep -v "^cp: warning" | tee "$OUT/batch_rate.log"
 }
 
 train() {  # train NAME TARGET: pyspec train dflash (data and features on the GPU, training in torch), then bench_dflash.py
@@ -254,11 +267,14 @@ train() {  # train NAME TARGET: pyspec train dflash (data and features on the GP
 train_gemma() { train gemma3-270m "$GEMMA"; }
 train_smol() { train smollm2-135m "$SMOL"; }
 
-dflash_bench() {  # bench_dflash.py again on the drafters trained in this warm machine
-  local d=/tmp/pyspec-gpu/dflash
-  [ -f "$d/gemma3-270m-dflash.gguf" ] && (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" \
-    --drafter "$d/gemma3-270m-dflash.gguf" -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-3,7,15}" \
-    --json "$OUT/bench_dflash-gemma3-270m.json" 2>&1 | tee "$OUT/dflash_bench.log")
+dflash_bench() {  # bench_dflash.py on the Gemma drafter trained in this warm machine, or one carried in build/gpu/drafter
+  local dr
+  dr=$(ls /tmp/pyspec-gpu/dflash/gemma3-270m-dflash.gguf build/gpu/drafter/*.gguf 2>/dev/null | head -1 || true)
+  [ -n "$dr" ] || { echo "(no drafter)"; return 0; }
+  dr=$(realpath "$dr")
+  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" --drafter "$dr" -ngl -1 \
+    --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-3,7,15}" --json "$OUT/bench_dflash-gemma3-270m.json" \
+    2>&1 | tee "$OUT/dflash_bench.log")
 }
 
 for step in "$@"; do
