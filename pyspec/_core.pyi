@@ -262,6 +262,11 @@ class BatchEngine:
         Whether greedy sequences without penalties take their argmax on the device (an offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).
         """
     @property
+    def device_rows_with_host_logits(self) -> int:
+        """
+        Device picks whose logits row was copied to the host anyway (0: only the token ids of greedy rows leave the device).
+        """
+    @property
     def n_pad_rows(self) -> int:
         """
         Padding and filler rows added so far.

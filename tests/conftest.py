@@ -98,7 +98,7 @@ print(json.dumps({"available": llm._engine.device_argmax_available(), "runs": ou
 
 def greedy_runs(target, draft, n_max: int, prompts, device_argmax: bool, max_tokens: int = 40) -> dict:
     """Greedy generations (tokens, drafted, accepted) in a fresh process with device picks
-    forced on (PYSPEC_DEVICE_ARGMAX=1: llama.cpp's backend greedy sampler, on the CPU backend
+    forced on (PYSPEC_DEVICE_ARGMAX=1: pyspec's argmax backend sampler, on the CPU backend
     here) or off: the target's and the drafter's argmax leave the device as token ids."""
     import json
     import subprocess

@@ -85,7 +85,8 @@ ids = [be.add(model.tokenize(t, True, False), max_tokens=20 + i, ignore_eos=True
               drafter=_core.NgramDrafter(3, 2) if i % 2 else None) for i, t in enumerate(json.loads(sys.argv[3]))]
 while be.n_active:
     be.step()
-print(json.dumps({"available": be.device_argmax_available, "tokens": [be.take(i)["tokens"] for i in ids]}))
+print(json.dumps({"available": be.device_argmax_available, "host_rows": be.device_rows_with_host_logits,
+                  "tokens": [be.take(i)["tokens"] for i in ids]}))
 """
 
 
@@ -103,6 +104,8 @@ def test_device_argmax_in_the_batch_picks_what_the_host_picks(model, tiny_target
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["available"]
+    # only the picked token ids left the device, no row of logits (llama.cpp's greedy sampler copies them)
+    assert r["host_rows"] == 0
     solo = _core.Engine(model, n_ctx=256)
     assert not solo.device_argmax_available()
     for i, (text, got) in enumerate(zip(PROMPTS[:6], r["tokens"])):

@@ -222,7 +222,7 @@ batchsmoke() {  # BatchLLM on the GPU: 10 concurrent greedy requests (2 with 150
     (cd /tmp && GGML_CUDA_BATCH_INVARIANT_MAX_COLS=$cols python3 - "$m" <<'PY' 2>&1 | tee -a "$OUT/batchsmoke.log"
 import sys, time, pyspec
 llm = pyspec.LLM(sys.argv[1], n_ctx=512, n_gpu_layers=-1)
-prompts = [f"prompt {i}: " + "ab" * i for i in range(8)] + ["the of and to in " * 30, "x y z " * 50]
+prompts = [f"prompt {i}: " + "ab" * i for i in range(8)] + ["the of and to in " * 8, "x y z " * 20]
 with pyspec.BatchLLM(llm, n_parallel=len(prompts), n_ctx=len(prompts) * 512) as b:
     t = time.perf_counter()
     reqs = [b.submit(p, max_tokens=64, temperature=0) for p in prompts]

@@ -1,4 +1,4 @@
-// Greedy picks on the device: a backend greedy sampler (llama.cpp's backend
+// Greedy picks on the device: an argmax-only backend sampler (llama.cpp's backend
 // sampling API) attached to one sequence of a context, so a forward hands
 // back the argmax token id of each output row instead of its logits (a row of
 // Gemma 3's vocabulary is 1 MiB of floats; copying it and scanning it on the
@@ -30,6 +30,9 @@ public:
     // The token picked for output row i (as llama_get_logits_ith's i);
     // Error when there is none.
     llama_token token(llama_context * ctx, int32_t i, int32_t n_vocab) const;
+    // Picks whose logits row reached the host anyway (llama.cpp copies a sampled row's logits when
+    // the sampler leaves them in its data, as its greedy sampler does): 0 with this class's sampler.
+    int64_t n_rows_with_host_logits() const { return n_host_rows_; }
 
 private:
     struct SamplerDeleter { void operator()(llama_sampler * s) const { llama_sampler_free(s); } };
@@ -38,6 +41,7 @@ private:
     std::unique_ptr<llama_sampler, SamplerDeleter> chain_;
     bool ok_ = false;
     bool on_ = false;
+    mutable int64_t n_host_rows_ = 0;
 };
 
 }  // namespace pyspec
