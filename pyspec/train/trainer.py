@@ -325,6 +325,12 @@ def main(spec_path) -> int:
             break
     bar.close()
     t_train = time.monotonic() - t0
+    # blocks drawn per response token: past a few passes the drafter memorises its data (run 4 on
+    # the H200: 6.6 passes, training loss 0.1, held-out tau 1.8)
+    passes = step * blocks_per_step / max(n_train_tokens, 1)
+    print(f"trained on {step * blocks_per_step} blocks: {passes:.1f} per response token of the data"
+          + (" - more data (--data-time, --token-budget) would help more than more steps" if passes > 4 else ""),
+          flush=True)
     write(final=True)
     save_ckpt()
     t0 = time.monotonic()
