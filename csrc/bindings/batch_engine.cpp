@@ -39,15 +39,8 @@ void register_batch_engine(py::module_ & m) {
         .def(py::init([](std::shared_ptr<Model> model, int32_t n_seq_max, uint32_t n_ctx, uint32_t n_batch,
                          int32_t n_threads, int32_t flash_attn, std::string type_k, std::string type_v, bool exact,
                          int32_t n_step_tokens, int32_t pad_rows, bool swa_full) {
-                 ContextParams p;
-                 p.n_ctx = n_ctx;
-                 p.n_batch = n_batch;
-                 p.n_threads = n_threads;
-                 p.flash_attn = flash_attn;
-                 p.type_k = std::move(type_k);
-                 p.type_v = std::move(type_v);
-                 p.exact = exact;
-                 p.swa_full = swa_full;
+                 const ContextParams p = context_params(n_ctx, n_batch, n_threads, flash_attn, std::move(type_k),
+                                                        std::move(type_v), exact, swa_full);
                  BatchParams bp;
                  bp.n_seq_max = n_seq_max;
                  bp.n_step_tokens = n_step_tokens;

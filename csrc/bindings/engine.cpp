@@ -60,6 +60,20 @@ GenerateParams generate_params(py::object options, py::kwargs changes, const cha
     return gp;
 }
 
+ContextParams context_params(uint32_t n_ctx, uint32_t n_batch, int32_t n_threads, int32_t flash_attn,
+                             std::string type_k, std::string type_v, bool exact, bool swa_full) {
+    ContextParams p;
+    p.n_ctx = n_ctx;
+    p.n_batch = n_batch;
+    p.n_threads = n_threads;
+    p.flash_attn = flash_attn;
+    p.type_k = std::move(type_k);
+    p.type_v = std::move(type_v);
+    p.exact = exact;
+    p.swa_full = swa_full;
+    return p;
+}
+
 void register_engine(py::module_ & m) {
     m.def("default_threads", &default_n_threads, R"pbdoc(
         The CPU threads a context uses when n_threads is 0 (pyspec.default_threads): $PYSPEC_THREADS
@@ -85,16 +99,9 @@ void register_engine(py::module_ & m) {
         .def(py::init([](std::shared_ptr<Model> model, uint32_t n_ctx, uint32_t n_batch, int32_t n_threads,
                          int32_t flash_attn, std::string type_k, std::string type_v, bool exact, int32_t n_rs_seq,
                          bool swa_full) {
-                 ContextParams p;
-                 p.n_ctx = n_ctx;
-                 p.n_batch = n_batch;
-                 p.n_threads = n_threads;
-                 p.flash_attn = flash_attn;
-                 p.type_k = std::move(type_k);
-                 p.type_v = std::move(type_v);
-                 p.exact = exact;
+                 ContextParams p = context_params(n_ctx, n_batch, n_threads, flash_attn, std::move(type_k),
+                                                  std::move(type_v), exact, swa_full);
                  p.n_rs_seq = n_rs_seq;
-                 p.swa_full = swa_full;
                  py::gil_scoped_release nogil;
                  auto e = std::make_shared<Engine>(std::move(model), p);
                  e->should_stop = [] {
