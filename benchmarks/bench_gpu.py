@@ -255,7 +255,7 @@ def to_markdown(res: dict) -> str:
                  f"({100 * r['overhead_ms_per_step'] / r['ms_per_step']:.2f}%) |")
     if "host_argmax_equal" in res:
         L += ["", "Rows marked *host argmax* copy every logits row to the host and take the argmax there "
-              "(`PYSPEC_DEVICE_ARGMAX=0`); the others take it on the GPU (llama.cpp's backend greedy sampler) and "
+              "(`PYSPEC_DEVICE_ARGMAX=0`); the others take it on the GPU (pyspec's argmax-only backend sampler) and "
               f"copy back only token ids. Same tokens both ways: {'yes' if res['host_argmax_equal'] else 'NO'}."]
     for key, label in (("exactness_8b", "8B shape"), ("exactness_small", "small model")):
         if key not in res:

@@ -103,7 +103,7 @@ def test_trained_drafter_is_accepted_and_lossless(targets):
 
 
 def test_trained_drafter_drafts_the_same_on_the_device(targets):
-    """The trained DFlash drafter with its block's argmax taken on the device (a backend greedy
+    """The trained DFlash drafter with its block's argmax taken on the device (a backend argmax
     sampler; forced on for the CPU backend here): the same drafts and acceptance as host picks,
     most of them accepted, so the device reads the right slots."""
     from conftest import greedy_runs

@@ -161,7 +161,7 @@ private:
     int32_t n_vocab_;
     std::vector<std::unique_ptr<Sequence>> active_;        // in the order they joined
     std::vector<bool> slot_used_;
-    // per slot: a backend greedy sampler, attached while greedy requests without penalties
+    // per slot: a backend argmax sampler (DeviceArgmax), attached while greedy requests without penalties
     // (or recorded logits) hold the slot, so only their token ids leave the device
     std::vector<DeviceArgmax> argmax_;
     std::map<int64_t, std::unique_ptr<Sequence>> done_;    // finished, until take()

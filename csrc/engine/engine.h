@@ -169,7 +169,7 @@ private:
     // progress: report each chunk to on_prompt_progress.
     void prefill(const std::vector<llama_token> & prompt, Drafter * observer = nullptr, size_t start = 0,
                  bool progress = false);
-    // Attaches (or detaches) the device-side greedy sampler of seq 0.
+    // Attaches (or detaches) the device-side argmax sampler of seq 0 (DeviceArgmax).
     void use_device_argmax(bool on) { argmax_.set(ctx_.get(), 0, on); }
     llama_token device_token(int32_t i) const { return argmax_.token(ctx_.get(), i, n_vocab_); }
 
