@@ -264,7 +264,7 @@ class BatchEngine:
     @property
     def device_rows_with_host_logits(self) -> int:
         """
-        Device picks whose logits row was copied to the host anyway (0: only the token ids of greedy rows leave the device).
+        Device picks (the first after each sampler attach) whose logits row was copied to the host anyway (0: only the token ids of greedy rows leave the device).
         """
     @property
     def n_pad_rows(self) -> int:

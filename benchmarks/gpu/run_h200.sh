@@ -257,9 +257,13 @@ train() {  # train NAME TARGET: pyspec train dflash (data and features on the GP
   # files come back at most 16 MiB each: the drafter in parts (cat them back together)
   split -b 15M -d "$d/$name-dflash.gguf" "$OUT/$name-dflash.gguf.part"
   sha256sum "$d/$name-dflash.gguf" | tee -a "$OUT/train-$name.log"
-  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$target" --drafter "$d/$name-dflash.gguf" \
-     -ngl -1 --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-7,15}" --json "$OUT/bench_dflash-$name.json") \
-     2>&1 | tee -a "$OUT/train-$name.log"
+  bench_drafter "$target" "$d/$name-dflash.gguf" "$name"
+}
+
+bench_drafter() {  # TARGET DRAFTER NAME: benchmarks/bench_dflash.py (EVAL_PROMPTS per kind, EVAL_DNM draft lengths)
+  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$1" --drafter "$2" -ngl -1 \
+     --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-3,7,15}" --json "$OUT/bench_dflash-$3.json") \
+     2>&1 | tee -a "$OUT/bench_dflash-$3.log"
 }
 
 train_gemma() { train gemma3-270m "$GEMMA"; }
@@ -269,10 +273,7 @@ dflash_bench() {  # bench_dflash.py on the Gemma drafter trained in this warm ma
   local dr
   dr=$(ls /tmp/pyspec-gpu/dflash/gemma3-270m-dflash.gguf build/gpu/drafter/*.gguf 2>/dev/null | head -1 || true)
   [ -n "$dr" ] || { echo "(no drafter)"; return 0; }
-  dr=$(realpath "$dr")
-  (cd /tmp && python3 "$ROOT/benchmarks/bench_dflash.py" --target "$GEMMA" --drafter "$dr" -ngl -1 \
-    --prompts "${EVAL_PROMPTS:-8}" --draft-n-max "${EVAL_DNM:-3,7,15}" --json "$OUT/bench_dflash-gemma3-270m.json" \
-    2>&1 | tee "$OUT/dflash_bench.log")
+  bench_drafter "$GEMMA" "$(realpath "$dr")" gemma3-270m
 }
 
 for step in "$@"; do

@@ -127,8 +127,8 @@ void register_batch_engine(py::module_ & m) {
                                "Whether greedy sequences without penalties take their argmax on the device (an "
                                "offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).")
         .def_property_readonly("device_rows_with_host_logits", &BatchEngine::device_rows_with_host_logits,
-                               "Device picks whose logits row was copied to the host anyway (0: only the token "
-                               "ids of greedy rows leave the device).")
+                               "Device picks (the first after each sampler attach) whose logits row was copied to "
+                               "the host anyway (0: only the token ids of greedy rows leave the device).")
         .def_property_readonly("n_steps", &BatchEngine::n_steps, "Steps (forward passes) run so far.")
         .def_property_readonly("n_pad_rows", &BatchEngine::n_pad_rows, "Padding and filler rows added so far.")
         .def_property_readonly("n_threads", &BatchEngine::n_threads)

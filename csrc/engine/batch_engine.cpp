@@ -46,17 +46,10 @@ int32_t step_width(const Model & target, const ContextParams & params, const Bat
 BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & params, const BatchParams & bp)
     : target_(std::move(target)), params_(params), bp_(bp), step_tokens_(step_width(*target_, params, bp)),
       batch_(step_tokens_), n_vocab_(target_->n_vocab()) {
-    ContextSpec cs;
-    cs.n_ctx = padded_n_ctx(params.n_ctx);
+    ContextSpec cs = target_context_spec(params);
     cs.n_batch = uint32_t(step_tokens_);
     cs.n_seq_max = uint32_t(bp.n_seq_max);
     cs.kv_unified = false;  // one KV stream per sequence: see the header
-    cs.n_threads = params.n_threads;
-    cs.type_k = kv_type_from_name(params.type_k);
-    cs.type_v = kv_type_from_name(params.type_v);
-    cs.swa_full = params.swa_full;
-    cs.exact = params.exact;
-    cs.flash_attn = params.flash_attn;
     // a verify reads up to a 64-token draft + 1 rows of one sequence (device argmax included)
     cs.n_outputs_max_per_seq = std::min<uint32_t>(65, cs.n_batch);
     ctx_ = new_context(target_->get(), cs, "the batch target",

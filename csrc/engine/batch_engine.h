@@ -126,7 +126,8 @@ public:
     // Whether greedy sequences take their argmax on the device (offloaded model, or
     // PYSPEC_DEVICE_ARGMAX=1; false once the backend refused the sampler)
     bool device_argmax_available() const { return !argmax_.empty() && argmax_[0].available(); }
-    // Device picks whose logits row was copied to the host all the same (DeviceArgmax): 0 expected.
+    // Device picks (the first after each attach) whose logits row was copied to the host all the
+    // same (DeviceArgmax): 0 expected.
     int64_t device_rows_with_host_logits() const {
         int64_t n = 0;
         for (const auto & a : argmax_) n += a.n_rows_with_host_logits();

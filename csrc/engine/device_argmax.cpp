@@ -77,6 +77,7 @@ bool DeviceArgmax::set(llama_context * ctx, llama_seq_id seq, bool on) {
         throw Error("could not detach the device sampler of sequence " + std::to_string(seq));
     }
     on_ = on;
+    checked_ = false;
     return on_;
 }
 
@@ -84,7 +85,10 @@ llama_token DeviceArgmax::token(llama_context * ctx, int32_t i, int32_t n_vocab)
     const llama_token t = llama_get_sampled_token_ith(ctx, i);
     if (t < 0 || t >= n_vocab)
         throw Error("the device sampler returned no token for output " + std::to_string(i));
-    if (llama_get_sampled_logits_ith(ctx, i) != nullptr) ++n_host_rows_;
+    if (!checked_) {  // once per attach, off the per-token path: every row of the sampler is alike
+        checked_ = true;
+        if (llama_get_sampled_logits_ith(ctx, i) != nullptr) ++n_host_rows_;
+    }
     return t;
 }
 

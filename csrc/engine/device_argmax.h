@@ -30,8 +30,9 @@ public:
     // The token picked for output row i (as llama_get_logits_ith's i);
     // Error when there is none.
     llama_token token(llama_context * ctx, int32_t i, int32_t n_vocab) const;
-    // Picks whose logits row reached the host anyway (llama.cpp copies a sampled row's logits when
-    // the sampler leaves them in its data, as its greedy sampler does): 0 with this class's sampler.
+    // Attachments whose first pick's logits row reached the host anyway (llama.cpp copies a sampled
+    // row's logits when the sampler leaves them in its data, as its greedy sampler does; every row
+    // of a sampler is alike, so the first pick after each attach is checked): 0 with this class's.
     int64_t n_rows_with_host_logits() const { return n_host_rows_; }
 
 private:
@@ -41,6 +42,7 @@ private:
     std::unique_ptr<llama_sampler, SamplerDeleter> chain_;
     bool ok_ = false;
     bool on_ = false;
+    mutable bool checked_ = false;
     mutable int64_t n_host_rows_ = 0;
 };
 

@@ -19,6 +19,18 @@ double ms_since(Clock::time_point t0) {
 }
 }  // namespace
 
+ContextSpec target_context_spec(const ContextParams & p) {
+    ContextSpec cs;
+    cs.n_ctx = padded_n_ctx(p.n_ctx);
+    cs.n_threads = p.n_threads;
+    cs.type_k = kv_type_from_name(p.type_k);
+    cs.type_v = kv_type_from_name(p.type_v);
+    cs.swa_full = p.swa_full;
+    cs.exact = p.exact;
+    cs.flash_attn = p.flash_attn;
+    return cs;
+}
+
 namespace {
 // A prompt chunk, and room for a 64-token draft + 1; never wider than the context.
 uint32_t batch_width(const ContextParams & p) {
@@ -31,18 +43,11 @@ Engine::Engine(std::shared_ptr<Model> target, const ContextParams & params)
       n_vocab_(target_->n_vocab()) {
     if (params.n_ctx < 8) throw InvalidParameterError("n_ctx must be >= 8, got " + std::to_string(params.n_ctx));
     if (params.n_batch < 1) throw InvalidParameterError("n_batch must be >= 1");
-    ContextSpec cs;
-    cs.n_ctx = padded_n_ctx(params.n_ctx);
+    ContextSpec cs = target_context_spec(params);
     cs.n_batch = batch_width(params);
     cs.n_rs_seq = uint32_t(params.n_rs_seq >= 0 ? params.n_rs_seq : (target_->needs_checkpoints() ? 16 : 0));
     // every row of a verify batch may be sampled on the device
     cs.n_outputs_max_per_seq = cs.n_batch;
-    cs.n_threads = params.n_threads;
-    cs.type_k = kv_type_from_name(params.type_k);
-    cs.type_v = kv_type_from_name(params.type_v);
-    cs.swa_full = params.swa_full;
-    cs.exact = params.exact;
-    cs.flash_attn = params.flash_attn;
     ctx_ = new_context(target_->get(), cs, "the target",
                        " (n_ctx=" + std::to_string(params.n_ctx) + "). Try a smaller n_ctx or another KV cache type.");
     if (llama_n_batch(ctx_.get()) < uint32_t(batch_.capacity()))

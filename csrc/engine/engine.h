@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "drafters/drafter.h"
+#include "engine/context.h"
 #include "engine/device_argmax.h"
 #include "engine/model.h"
 #include "engine/stats.h"
@@ -35,6 +36,12 @@ struct ContextParams {
     // longer than this roll back through checkpoints.
     int32_t n_rs_seq = -1;
 };
+
+// The llama.cpp context settings both target engines (Engine, BatchEngine)
+// take from ContextParams: size (padded as llama.cpp pads it), threads, KV
+// types, sliding window, kernels, flash attention. Each adds its own batch
+// and sequence settings.
+ContextSpec target_context_spec(const ContextParams & p);
 
 // How drafts are verified at temperature > 0 (at temperature 0 both are the
 // same argmax path).
