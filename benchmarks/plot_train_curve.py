@@ -1,6 +1,8 @@
-"""Training curves of `pyspec train dflash`: held-out tau (mean acceptance length per block,
-teacher-forced, from the trainer's evaluations) against the training tokens seen, one line per
-report (OUT.json of each run), into a PNG. Needs matplotlib (pip install '.[bench]').
+"""Training curves of `pyspec train dflash`: held-out tau from the trainer's evaluations against
+the training tokens seen, one line per report (OUT.json of each run), into a PNG: decode tau
+(tokens per step of pyspec's greedy decode loop on the held-out responses) where the report has
+it, else (reports written before it) the per-anchor tau, teacher-forced at uniformly drawn
+anchors, which overstates it. Needs matplotlib (pip install '.[bench]').
 
     python benchmarks/plot_train_curve.py D1.gguf.json [D2.gguf.json ...] --out curve.png
 """
@@ -13,10 +15,11 @@ from pathlib import Path
 
 
 def points(report: dict) -> tuple:
-    """(tokens seen, tau) per evaluation: blocks seen x the block size."""
+    """(tokens seen, tau) per evaluation: blocks seen x the block size; decode tau where the
+    curve has it (entries step, blocks, per-anchor tau, decode tau), else the per-anchor tau."""
     block = int(report["config"]["block_size"])
-    xs = [int(blocks) * block for _step, blocks, _tau in report["curve"]]
-    ys = [float(tau) for _step, _blocks, tau in report["curve"]]
+    xs = [int(e[1]) * block for e in report["curve"]]
+    ys = [float(e[3] if len(e) > 3 else e[2]) for e in report["curve"]]
     return xs, ys
 
 
@@ -42,12 +45,15 @@ def main(argv=None) -> int:
             return 1
         xs, ys = points(r)
         final = r.get("eval") or {}
-        label = Path(path).name.replace(".gguf.json", "")
-        if final:
-            label += f" (final tau {final['tau']:.2f})"
+        label = Path(path).name.replace(".gguf.json", "").replace(".json", "")
+        label += ": decode tau" if all(len(e) > 3 for e in r["curve"]) else ": per-anchor tau"
+        if final.get("decode_tau"):
+            label += f" (final {final['decode_tau']:.2f})"
+        elif final:
+            label += f" (final {final['tau']:.2f})"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xlabel("training tokens seen (blocks x block size)")
-    ax.set_ylabel("held-out tau (accepted + 1 per block)")
+    ax.set_ylabel("held-out tau")
     ax.set_title(a.title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -282,6 +282,9 @@ def test_train_curve_plot(tmp_path):
     import plot_train_curve
     report = {"config": {"block_size": 16}, "curve": [[10, 100, 1.5], [20, 200, 2.25]], "eval": {"tau": 2.3}}
     assert plot_train_curve.points(report) == ([1600, 3200], [1.5, 2.25])
+    # decode tau (the fourth entry) where the report has it
+    assert plot_train_curve.points({**report, "curve": [[10, 100, 3.5, 1.5], [20, 200, 4.0, 2.0]]}) == \
+        ([1600, 3200], [1.5, 2.0])
     (tmp_path / "d.gguf.json").write_text(json.dumps(report))
     png = tmp_path / "c.png"
     assert plot_train_curve.main([str(tmp_path / "d.gguf.json"), "--out", str(png)]) == 0

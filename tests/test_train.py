@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")  # pip install '.[test,train]' (README)
 import tiny_draft_heads as heads  # noqa: E402
 from pyspec.train import data as D  # noqa: E402
 from pyspec.train import simulate_steps, train_dflash  # noqa: E402
-from pyspec.train.trainer import load_drafter  # noqa: E402
+from pyspec.train.trainer import _Batches, decode_tau, load_drafter  # noqa: E402
 
 FAST = dict(eval_prompts=6, max_tokens=32, max_prompt=32, block_size=8, batch_size=8, anchors=16, dtype="f32",
             progress=False, lr=3e-3)
@@ -63,18 +63,30 @@ def test_port_drafts_what_llama_cpp_drafts(targets, arch):
     m = load_drafter(targets[arch], out)
     llm = pyspec.LLM(str(targets[arch]), n_ctx=512, draft_model=str(out))
     compared = accepted = 0
+    seqs, feats, sims = [], [], []
     for p in D.corpus("held_out", n=4):
         toks = D.prompt_tokens(llm, p, 32)
         chunks = list(llm.stream(toks, max_tokens=48, temperature=0, spec_type="dflash", draft_n_max=7))
         steps = [c.n_from_draft for c in chunks]
         out_toks = [t for c in chunks for t in c.tokens]
         seq = D.Sequence(np.array(toks + out_toks, dtype=np.int32), len(toks), "", "")
-        sim = simulate_steps(m, D.features(llm, seq, m.c.target_layers), seq.tokens, len(toks))
+        f = D.features(llm, seq, m.c.target_layers)
+        sim = simulate_steps(m, f, seq.tokens, len(toks))
+        seqs.append(seq)
+        feats.append(f)
+        sims.append(sim)
         # the first chunk is the prompt's own token; the last step is cut by max_tokens
         assert steps[1:-1] == sim[:len(steps) - 2]
         compared += len(steps) - 2
         accepted += sum(sim[:len(steps) - 2])
     assert compared > 20 and accepted > 0  # the comparison saw accepted drafts, not only misses
+    # the trainer's held-out decode tau is simulate_steps batched: items of several lengths, 3 per
+    # forward (padding), and tokens per step summed over all of them
+    hb = _Batches(seqs, feats, m.c.block_size, "cpu", 0)
+    tau, by_kind, n_steps = decode_tau(m, hb, hb.items, group=3, kinds=["a", "b", "a", "b"])
+    assert n_steps == sum(len(x) for x in sims)
+    assert tau == pytest.approx(sum(k + 1 for x in sims for k in x) / n_steps)
+    assert by_kind["a"] == pytest.approx(sum(k + 1 for x in sims[0::2] for k in x) / sum(len(x) for x in sims[0::2]))
 
 
 def test_trained_drafter_is_accepted_and_lossless(targets):
@@ -84,6 +96,8 @@ def test_trained_drafter_is_accepted_and_lossless(targets):
     r = train_dflash(targets["bigram"], out, steps=1200, prompts=300, layers=1, **FAST)
     assert r.eval is not None and r.eval.tau > 6.0  # of at most 8 with block 8
     assert r.curve[-1][2] > r.curve[0][2]           # the held-out tau grew while training
+    assert r.curve[-1][3] > r.curve[0][3]           # and so did the decode-loop tau
+    print("decode tau", r.eval.decode_tau, "per-anchor", r.eval.tau)
     llm = pyspec.LLM(str(targets["bigram"]), n_ctx=512, draft_model=str(out))
     drafted = accepted = 0
     for p in D.corpus("held_out", n=8):
@@ -206,3 +220,31 @@ def test_features_are_stored_as_bfloat16_bits():
     back = D.from_bf16_bits(bits)
     assert np.isfinite(back).all() and np.allclose(back, x, rtol=2.0 ** -8, atol=0)
 
+
+
+def test_more_data_extends_the_data_file(targets):
+    """--more-data adds responses to the next unused training prompts to OUT.data.npz (the old
+    sequences and their features kept as they were, the held-out set unchanged), then trains on
+    all of it; without a data file it is an error that says what to run first."""
+    from pyspec.train.dflash import data_path
+    from pyspec.train.trainer import load_data
+    out = targets["dir"] / "more-dflash.gguf"
+    opts = dict(FAST, steps=2, eval_prompts=2, max_tokens=16, parallel=2)
+    with pytest.raises(InvalidParameterError, match="does not exist; run once without --more-data first"):
+        train_dflash(targets["llama"], out, more_data=True, prompts=4, **opts)
+    train_dflash(targets["llama"], out, prompts=4, **opts)
+    tr1, held1, _ = load_data(data_path(out))
+    assert len(tr1) == 4 and int(np.load(data_path(out))["train_prompts_used"]) == 4
+    train_dflash(targets["llama"], out, more_data=True, prompts=7, **opts)
+    tr2, held2, _ = load_data(data_path(out))
+    assert len(tr2) == 7 and int(np.load(data_path(out))["train_prompts_used"]) == 7
+    for (s1, f1), (s2, f2) in zip(tr1 + held1, tr2[:4] + held2):
+        assert np.array_equal(s1.tokens, s2.tokens) and np.array_equal(f1, f2)
+    assert len(held2) == len(held1)
+    # the added sequences are the responses to prompts 4..6, as a single run over 7 would have them
+    llm = pyspec.LLM(str(targets["llama"]), n_ctx=128)
+    ref = D.self_distill(llm, D.corpus("train", n=7)[4:], max_tokens=16, max_prompt=FAST["max_prompt"])
+    assert [s.source for s, _ in tr2[4:]] == [s.source for s in ref]
+    assert all(np.array_equal(a.tokens, b.tokens) for (a, _), b in zip(tr2[4:], ref))
+    with pytest.raises(InvalidParameterError, match="already used 7 training prompts"):
+        train_dflash(targets["llama"], out, more_data=True, prompts=7, **opts)

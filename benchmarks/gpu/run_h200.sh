@@ -21,7 +21,10 @@
 #   bash benchmarks/gpu/run_h200.sh "smol 1"; ... "smol 2" train_smol
 #   #   TRAIN_DATA_S / TRAIN_S / TRAIN_NP / TRAIN_BS / EVAL_PROMPTS size it: keep the call under 600 s, e.g. 90 + 300;
 #   #   TRAIN_RESUME=1 continues from the checkpoint for another TRAIN_S seconds; TRAIN_STEPS=1 makes a call
-#   #   that mostly generates data (then TRAIN_RESUME=1 calls train on it), for data budgets past one call
+#   #   that mostly generates data (then TRAIN_RESUME=1 calls train on it); TRAIN_MORE=1 adds TRAIN_DATA_S
+#   #   more seconds of data to it (the next unused prompts), for data budgets past one call. Session 9's
+#   #   run 5: TRAIN_DATA_S=200 TRAIN_STEPS=1 EVAL_PROMPTS=1 EVAL_DNM=7 (452 s), then TRAIN_RESUME=1 TRAIN_S=300
+#   #   (390 s); more data: TRAIN_MORE=1 TRAIN_DATA_S=300 TRAIN_STEPS=1 per call, then TRAIN_RESUME=1 TRAIN_S=...
 #   bash benchmarks/gpu/run_h200.sh batchsmoke                  # BatchLLM on the GPU against solo outputs
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.
@@ -252,7 +255,7 @@ train() {  # train NAME TARGET: pyspec train dflash (data and features on the GP
      --layers "${TRAIN_LAYERS:-3}" --n-ff "${TRAIN_NFF:-1024}" --data-time "${TRAIN_DATA_S:-150}" \
      --train-time "${TRAIN_S:-240}" --steps "${TRAIN_STEPS:-100000}" --batch-size "${TRAIN_BS:-16}" \
      --prompts "${TRAIN_PROMPTS:-20000}" -np "${TRAIN_NP:-32}" --eval-prompts "${TRAIN_EVAL:-48}" \
-     --dtype q8_0 --no-progress ${TRAIN_RESUME:+--resume}) 2>&1 | tee -a "$OUT/train-$name.log"
+     --dtype q8_0 --no-progress ${TRAIN_RESUME:+--resume} ${TRAIN_MORE:+--more-data}) 2>&1 | tee -a "$OUT/train-$name.log"
   cp "$d/$name-dflash.gguf.json" "$OUT/"
   # files come back at most 16 MiB each: the drafter in parts (cat them back together)
   split -b 15M -d "$d/$name-dflash.gguf" "$OUT/$name-dflash.gguf.part"

@@ -47,6 +47,9 @@ def add_train_parser(sub) -> None:
                    help="mask token id (default: the target's mask token, <mask>, or <unk>)")
     d.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (OUT.ckpt)")
     d.add_argument("--resume", action="store_true", help="continue from OUT.ckpt (its data and step)")
+    d.add_argument("--more-data", action="store_true",
+                   help="add responses to OUT.data.npz first: the next unused training prompts, for --data-time / "
+                        "--token-budget more (with --resume, training then continues on all of it)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.set_defaults(func=cmd_train_dflash)
@@ -68,6 +71,7 @@ def cmd_train_dflash(args) -> int:
                      token_budget=args.token_budget, data_time=args.data_time, train_time=args.train_time,
                      dtype=args.dtype, n_gpu_layers=args.n_gpu_layers, parallel=args.parallel, device=args.device,
                      mask_token_id=args.mask_token, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                     more_data=args.more_data,
                      progress=not args.no_progress)
     r = train_dflash(args.target, args.out, o, log=(lambda s: None) if args.json else print)
     if args.json:

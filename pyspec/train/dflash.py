@@ -63,6 +63,8 @@ class TrainOptions:
     device: Optional[str] = None         # torch device (None: cuda when available, else cpu)
     checkpoint_every: int = 500          # steps between checkpoints (out + ".ckpt")
     resume: bool = False                 # reuse out + ".data.npz" and continue from out + ".ckpt"
+    more_data: bool = False              # add responses to out + ".data.npz" (the next unused training
+    #                                      prompts, data_time / token_budget more) before training
     mask_token_id: Optional[int] = None
     progress: bool = True
 
@@ -86,10 +88,15 @@ class TrainOptions:
 
 @dataclass
 class EvalReport:
-    tau: float                    # mean acceptance length per block (accepted drafts + 1), teacher-forced
+    tau: float                    # mean acceptance length per block (accepted drafts + 1), teacher-forced,
+    #                               blocks at uniformly drawn anchors: weights easy stretches of text
+    #                               as much as hard ones, so it overstates decode_tau (trainer.decode_tau)
     per_position: list            # acceptance rate of block slot j = 1.. (given slots < j accepted)
     n_blocks: int
     by_kind: dict = field(default_factory=dict)  # kind -> tau
+    decode_tau: float = 0.0       # tokens per step of pyspec's greedy decode loop on the held-out responses
+    decode_by_kind: dict = field(default_factory=dict)  # (draft_n_max = block_size - 1): what a speedup needs
+    decode_steps: int = 0
 
 
 @dataclass
@@ -101,7 +108,7 @@ class TrainResult:
     n_sequences: int
     seconds: dict                 # data, features, train, eval
     loss: list                    # (step, loss) samples
-    curve: list                   # (step, blocks seen, held-out tau)
+    curve: list                   # (step, blocks seen, held-out tau per anchor, decode tau)
     eval: Optional[EvalReport] = None
 
     def to_dict(self) -> dict:
@@ -137,18 +144,29 @@ def data_path(out: os.PathLike) -> Path:
 
 
 def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.PathLike,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, *, extend: bool = False) -> dict:
     """Self-distillation and features (this process runs the target): writes `path` (npz) with
-    the training and held-out sequences and the target's layer inputs for every token."""
+    the training and held-out sequences and the target's layer inputs for every token.
+
+    extend=True adds to the data already in `path`: responses to the training prompts after the
+    ones it used (data_time / token_budget more), the held-out set kept as it is; so a data budget
+    can be spread over several runs (each under a device's time limit, say)."""
     import pyspec
 
+    old = _load_arrays(path, layers) if extend else None
+    used = int(old["train_prompts_used"]) if old is not None else 0
     t0 = time.monotonic()
     n_ctx = o.n_ctx or (o.max_prompt + o.max_tokens + 16)
     llm = pyspec.LLM(str(target), n_ctx=n_ctx, n_gpu_layers=o.n_gpu_layers)
     train_prompts = D.corpus("train", n=o.prompts, seed=o.seed, kinds=o.kinds)
-    held_prompts = D.corpus("held_out", n=o.eval_prompts, seed=o.seed, kinds=o.kinds)
     if not train_prompts:
         raise InvalidParameterError("the prompt corpus is empty (no standard-library sources found)")
+    if extend and used >= len(train_prompts):
+        raise InvalidParameterError(f"--more-data: the data in {path} already used {used} training prompts, and "
+                                    f"--prompts allows {len(train_prompts)}; raise --prompts (the corpus of this "
+                                    f"machine has {len(D.corpus('train', kinds=o.kinds))})")
+    train_prompts = train_prompts[used:]
+    held_prompts = [] if extend else D.corpus("held_out", n=o.eval_prompts, seed=o.seed, kinds=o.kinds)
     bar = _progress(len(train_prompts), "self-distillation", o.progress, "prompt")
     state = {"n": 0}
 
@@ -161,30 +179,67 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
     seqs = D.self_distill(llm, train_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt,
                           token_budget=o.token_budget, time_budget=o.data_time, on_progress=tick, n_parallel=n_par)
     bar.close()
-    held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt, n_parallel=n_par)
+    held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt,
+                          n_parallel=n_par) if held_prompts else []
     t_data = time.monotonic() - t0
     # stored as bfloat16 bits (uint16): float32's range (Gemma's residual stream overflows float16)
     # in half the memory and disk of float32, e.g. 6.4 KB instead of 12.8 KB a token for Gemma 3 270M
     t0 = time.monotonic()
     arrays = {"feats_format": np.asarray("bf16")}
     for name, ss in (("train", seqs), ("held", held)):
+        if old is not None and name == "held":
+            arrays.update({k: v for k, v in old.items() if k.startswith("held_")})
+            continue
         feats = [D.to_bf16_bits(D.features(llm, s, layers)) for s in ss]
-        arrays[f"{name}_tokens"] = np.concatenate([s.tokens for s in ss]) if ss else np.zeros(0, np.int32)
-        arrays[f"{name}_offsets"] = np.cumsum([0] + [len(s.tokens) for s in ss]).astype(np.int64)
-        arrays[f"{name}_n_prompt"] = np.asarray([s.n_prompt for s in ss], dtype=np.int64)
-        arrays[f"{name}_source"] = np.asarray([s.source for s in ss], dtype=str)
-        arrays[f"{name}_kind"] = np.asarray([s.kind for s in ss], dtype=str)
-        arrays[f"{name}_feats"] = np.concatenate(feats) if feats else np.zeros((0, 1), np.uint16)
+        new = {"tokens": np.concatenate([s.tokens for s in ss]) if ss else np.zeros(0, np.int32),
+               "offsets": np.cumsum([0] + [len(s.tokens) for s in ss]).astype(np.int64),
+               "n_prompt": np.asarray([s.n_prompt for s in ss], dtype=np.int64),
+               "source": np.asarray([s.source for s in ss], dtype=str),
+               "kind": np.asarray([s.kind for s in ss], dtype=str),
+               "feats": np.concatenate(feats) if feats else None}
+        if old is not None:  # the old sequences first, then the new ones
+            o_off = old[f"{name}_offsets"]
+            new["offsets"] = np.concatenate([o_off, o_off[-1] + new["offsets"][1:]])
+            for k in ("tokens", "n_prompt", "source", "kind"):
+                new[k] = np.concatenate([old[f"{name}_{k}"], new[k]])
+            new["feats"] = old[f"{name}_feats"] if new["feats"] is None else np.concatenate([old[f"{name}_feats"], new["feats"]])
+        if new["feats"] is None:
+            new["feats"] = np.zeros((0, 1), np.uint16)
+        arrays.update({f"{name}_{k}": v for k, v in new.items()})
     arrays["layers"] = np.asarray(layers, dtype=np.int64)
+    arrays["train_prompts_used"] = np.asarray(used + state["n"], dtype=np.int64)
     t_feat = time.monotonic() - t0
-    arrays["seconds"] = np.asarray([t_data, t_feat])
+    before = old["seconds"] if old is not None else np.zeros(2)
+    arrays["seconds"] = np.asarray([before[0] + t_data, before[1] + t_feat])
+    old = None
     tmp = Path(str(path) + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
     n_tok = int(sum(len(s.tokens) - s.n_prompt for s in seqs))
-    log(f"data: {len(seqs)} training sequences ({n_tok} response tokens, {n_par} at once), {len(held)} held-out, "
-        f"{t_data:.1f} s; features {t_feat:.1f} s -> {path}")
+    n_all = int(len(arrays["train_offsets"]) - 1)
+    log(f"data: {len(seqs)} {'more ' if extend else ''}training sequences ({n_tok} response tokens, {n_par} at once)"
+        + (f", {n_all} in all" if extend else f", {len(held)} held-out")
+        + f", {t_data:.1f} s; features {t_feat:.1f} s -> {path}")
     return {"data": t_data, "features": t_feat}
+
+
+def _load_arrays(path: os.PathLike, layers: list) -> dict:
+    """prepare_data's arrays back from `path`, for extending them (features as bfloat16 bits)."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidParameterError(f"--more-data adds to the data in {path}, which does not exist; run once "
+                                    f"without --more-data first")
+    z = np.load(path)
+    a = {k: z[k] for k in z.files}
+    if [int(x) for x in a["layers"]] != [int(x) for x in layers]:
+        raise InvalidParameterError(f"the data in {path} holds target layers {[int(x) for x in a['layers']]}, "
+                                    f"these options ask for {layers}; use the same --target-layers, or a new --out")
+    if str(a.get("feats_format", "f32")) != "bf16":  # float32 features of older files: to bfloat16 bits
+        for name in ("train", "held"):
+            a[f"{name}_feats"] = D.to_bf16_bits(a[f"{name}_feats"].astype(np.float32))
+    if "train_prompts_used" not in a:  # files before it: one sequence per prompt (empty responses are rare)
+        a["train_prompts_used"] = np.asarray(len(a["train_offsets"]) - 1, dtype=np.int64)
+    return a
 
 
 def train_dflash(target: os.PathLike, out: os.PathLike, options: Optional[TrainOptions] = None,
@@ -206,7 +261,9 @@ def train_dflash(target: os.PathLike, out: os.PathLike, options: Optional[TrainO
         raise InvalidParameterError(f"target layer ids {bad} are not layer inputs of this target: expected "
                                     f"0..{info.n_layer - 1} (0: the embeddings, k: the output of layer k - 1)")
     dp = data_path(out)
-    if o.resume and dp.exists():
+    if o.more_data:
+        prepare_data(target, layers, o, dp, log, extend=True)
+    elif o.resume and dp.exists():
         log(f"reusing the data in {dp}")
     else:
         prepare_data(target, layers, o, dp, log)
@@ -222,8 +279,11 @@ def train_dflash(target: os.PathLike, out: os.PathLike, options: Optional[TrainO
                           f"Rerun with resume=True (--resume) to keep the data in {dp}")
     res = TrainResult.from_dict(json.loads(Path(str(out) + ".json").read_text()))
     if res.eval is not None:
-        log(f"held-out: tau {res.eval.tau:.2f} over {res.eval.n_blocks} blocks "
-            + " ".join(f"{k} {v:.2f}" for k, v in res.eval.by_kind.items())
+        log(f"held-out: decode tau {res.eval.decode_tau:.2f} ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in res.eval.decode_by_kind.items())
+            + f"; {res.eval.decode_steps} steps, draft_n_max {res.config['block_size'] - 1}); "
+            f"per-anchor tau {res.eval.tau:.2f} over {res.eval.n_blocks} blocks ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in res.eval.by_kind.items()) + ")"
             + "; per-slot acceptance " + " ".join(f"{p:.2f}" for p in res.eval.per_position))
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out}.json")
     return res
