@@ -462,6 +462,10 @@ def set_verbose(verbose: bool) -> None:
     """
     Echo llama.cpp's log to stderr.
     """
+def device_argmax_counts() -> dict:
+    """
+    Device greedy picks in this process: argmax ops built into graphs ('ops') and the rows they picked ('rows'); the rows of one graph share one op.
+    """
 def verify_accept_if_equal(logits: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], draft: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], temperature: typing.SupportsFloat | typing.SupportsIndex = 0.0, top_k: typing.SupportsInt | typing.SupportsIndex = 40, top_p: typing.SupportsFloat | typing.SupportsIndex = 0.949999988079071, min_p: typing.SupportsFloat | typing.SupportsIndex = 0.05000000074505806, seed: typing.SupportsInt | typing.SupportsIndex = 0, repeat_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, frequency_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, presence_penalty: typing.SupportsFloat | typing.SupportsIndex = 0.0, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, pos0: typing.SupportsInt | typing.SupportsIndex = 0, history: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> tuple[int, list[int]]:
     """
     Accept-if-equal: (n_accepted, accepted drafts + bonus token). history: the committed tokens.

@@ -86,7 +86,8 @@ ids = [be.add(model.tokenize(t, True, False), max_tokens=20 + i, ignore_eos=True
 while be.n_active:
     be.step()
 print(json.dumps({"available": be.device_argmax_available, "host_rows": be.device_rows_with_host_logits,
-                  "tokens": [be.take(i)["tokens"] for i in ids]}))
+                  "tokens": [be.take(i)["tokens"] for i in ids], "steps": be.n_steps,
+                  "counts": _core.device_argmax_counts()}))
 """
 
 
@@ -106,6 +107,10 @@ def test_device_argmax_in_the_batch_picks_what_the_host_picks(model, tiny_target
     assert r["available"]
     # only the picked token ids left the device, no row of logits (llama.cpp's greedy sampler copies them)
     assert r["host_rows"] == 0
+    # the rows of a step share one argmax op (ggml-cuda scans a row per thread block: one op per
+    # row was one serial scan of the vocabulary per row)
+    c = r["counts"]
+    assert c["ops"] <= r["steps"] and c["rows"] > 2 * c["ops"], (c, r["steps"])
     solo = _core.Engine(model, n_ctx=256)
     assert not solo.device_argmax_available()
     for i, (text, got) in enumerate(zip(PROMPTS[:6], r["tokens"])):

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/bindings.h"
+#include "engine/device_argmax.h"
 #include "engine/log.h"
 #include "engine/model.h"
 #include "ggml-backend.h"
@@ -62,6 +63,14 @@ void register_build_info(py::module_ & m) {
         return d;
     }, "Build facts: llama.cpp commit, compiled backends, CPU features.");
     m.def("set_verbose", &log_set_verbose, py::arg("verbose"), "Echo llama.cpp's log to stderr.");
+    m.def("device_argmax_counts", [] {
+        const DeviceArgmaxCounts c = device_argmax_counts();
+        py::dict d;
+        d["ops"] = c.ops;
+        d["rows"] = c.rows;
+        return d;
+    }, "Device greedy picks in this process: argmax ops built into graphs ('ops') and the rows they "
+       "picked ('rows'); the rows of one graph share one op.");
 }
 
 }  // namespace pyspec

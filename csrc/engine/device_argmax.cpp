@@ -1,5 +1,6 @@
 #include "engine/device_argmax.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -29,11 +30,44 @@ void argmax_apply(llama_sampler *, llama_token_data_array * cur) {  // on the ho
 
 bool argmax_backend_init(llama_sampler *, ggml_backend_buffer_type_t, uint32_t) { return true; }
 
+// One argmax op for every row of a graph. llama.cpp's build_sampling calls backend_apply once per
+// output row, each with a view of one row of the same logits matrix; an argmax per row is one
+// kernel per row, and ggml-cuda's argmax runs a row on one thread block (one SM), so k rows cost
+// k serial scans of the vocabulary. The first row of a graph builds the argmax of the whole
+// matrix (one block per row, all rows at once); every row reads its element of it. build_sampling
+// calls every sampler's backend_reset before the first backend_apply of a graph, which forgets
+// the shared op (a later graph may reuse the same addresses). The argmax of a row does not depend
+// on the other rows: the picks are the same as one argmax per row.
+struct SharedArgmax {
+    const ggml_context * ctx = nullptr;
+    const ggml_tensor * logits = nullptr;
+    ggml_tensor * argmax = nullptr;
+};
+thread_local SharedArgmax shared;
+std::atomic<int64_t> n_argmax_ops{0}, n_argmax_rows{0};
+
+void argmax_backend_reset(llama_sampler *) { shared = SharedArgmax{}; }
+
 void argmax_backend_apply(llama_sampler *, ggml_context * ctx, ggml_cgraph *, llama_sampler_data * data) {
-    ggml_tensor * row = ggml_reshape_1d(ctx, data->logits, ggml_nelements(data->logits));
-    ggml_tensor * tok = ggml_argmax(ctx, row);
-    ggml_set_name(tok, "pyspec_argmax");
-    data->sampled = tok;
+    ggml_tensor * row = data->logits;
+    const ggml_tensor * m = row->view_src;
+    const int64_t n = ggml_nelements(row);
+    n_argmax_rows++;
+    if (m && m->type == GGML_TYPE_F32 && ggml_is_contiguous(m) && ggml_is_matrix(m) && m->ne[0] == n &&
+        row->view_offs % m->nb[1] == 0) {
+        if (shared.ctx != ctx || shared.logits != m) {
+            shared = {ctx, m, ggml_argmax(ctx, const_cast<ggml_tensor *>(m))};
+            ggml_set_name(shared.argmax, "pyspec_argmax_rows");
+            n_argmax_ops++;
+        }
+        const size_t i = row->view_offs / m->nb[1];
+        data->sampled = ggml_view_1d(ctx, shared.argmax, 1, i * shared.argmax->nb[0]);
+    } else {  // not a row of a logits matrix: its own argmax
+        ggml_tensor * tok = ggml_argmax(ctx, ggml_reshape_1d(ctx, row, n));
+        ggml_set_name(tok, "pyspec_argmax");
+        data->sampled = tok;
+        n_argmax_ops++;
+    }
     data->logits = nullptr;  // the point: nothing else of the row leaves the device
 }
 
@@ -50,10 +84,12 @@ llama_sampler_i argmax_iface = {
     /* .backend_accept    = */ nullptr,
     /* .backend_apply     = */ argmax_backend_apply,
     /* .backend_set_input = */ nullptr,
-    /* .backend_reset     = */ nullptr,
+    /* .backend_reset     = */ argmax_backend_reset,
     /* .copy_state        = */ argmax_copy_state,
 };
 }  // namespace
+
+DeviceArgmaxCounts device_argmax_counts() { return {n_argmax_ops.load(), n_argmax_rows.load()}; }
 
 DeviceArgmax::DeviceArgmax(bool offloaded) {
     const char * env = std::getenv("PYSPEC_DEVICE_ARGMAX");

@@ -13,6 +13,14 @@
 
 namespace pyspec {
 
+// Argmax ops built into graphs and rows picked by them, in this process, on every context:
+// the rows of one graph share one op (so ops <= graphs built with device picks).
+struct DeviceArgmaxCounts {
+    int64_t ops = 0;
+    int64_t rows = 0;
+};
+DeviceArgmaxCounts device_argmax_counts();
+
 class DeviceArgmax {
 public:
     // offloaded: the context's model runs (some of) its layers on a GPU.
