@@ -83,7 +83,7 @@ def test_port_drafts_what_llama_cpp_drafts(targets, arch):
     # the trainer's held-out decode tau is simulate_steps batched: items of several lengths, 3 per
     # forward (padding), and tokens per step summed over all of them
     hb = _Batches(seqs, feats, m.c.block_size, "cpu", 0)
-    tau, by_kind, n_steps = decode_tau(m, hb, hb.items, group=3, kinds=["a", "b", "a", "b"])
+    tau, by_kind, n_steps = decode_tau(m, hb.items, group=3, kinds=["a", "b", "a", "b"])
     assert n_steps == sum(len(x) for x in sims)
     assert tau == pytest.approx(sum(k + 1 for x in sims for k in x) / n_steps)
     assert by_kind["a"] == pytest.approx(sum(k + 1 for x in sims[0::2] for k in x) / sum(len(x) for x in sims[0::2]))

@@ -123,6 +123,8 @@ def self_distill(llm, prompts: List[Prompt], *, max_tokens: int, max_prompt: int
     for all of them, no speculation); with exact kernels each response is the one the target
     gives alone, so the data does not depend on n_parallel, only its speed does."""
     seqs: List[Sequence] = []
+    if not prompts:
+        return seqs
     n_gen, t0 = 0, time.monotonic()
 
     def spent() -> bool:
@@ -187,3 +189,20 @@ def features(llm, seq: Sequence, layers: List[int], dtype=np.float32) -> np.ndar
     f = eng.layer_inputs([int(t) for t in seq.tokens], list(layers))
     eng.reset()
     return f.reshape(f.shape[0], -1).astype(dtype)
+
+
+def load_data(path) -> tuple:
+    """(train, held) lists of (Sequence, features [T, W]) from prepare_data's npz: bfloat16 bit
+    patterns as uint16 (float32 in data files written before that)."""
+    z = np.load(path)
+    out = []
+    for name in ("train", "held"):
+        off = z[f"{name}_offsets"]
+        toks, feats = z[f"{name}_tokens"], z[f"{name}_feats"]
+        items = []
+        for i in range(len(off) - 1):
+            a, b = int(off[i]), int(off[i + 1])
+            items.append((Sequence(toks[a:b].astype(np.int32), int(z[f"{name}_n_prompt"][i]),
+                                   str(z[f"{name}_source"][i]), str(z[f"{name}_kind"][i])), feats[a:b]))
+        out.append(items)
+    return out[0], out[1], [float(x) for x in z["seconds"]]

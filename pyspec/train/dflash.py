@@ -153,8 +153,7 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
     can be spread over several runs (each under a device's time limit, say)."""
     import pyspec
 
-    old = _load_arrays(path, layers) if extend else None
-    used = int(old["train_prompts_used"]) if old is not None else 0
+    old_train, old_held, used, before = _existing_data(path, layers) if extend else ([], None, 0, (0.0, 0.0))
     t0 = time.monotonic()
     n_ctx = o.n_ctx or (o.max_prompt + o.max_tokens + 16)
     llm = pyspec.LLM(str(target), n_ctx=n_ctx, n_gpu_layers=o.n_gpu_layers)
@@ -179,39 +178,29 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
     seqs = D.self_distill(llm, train_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt,
                           token_budget=o.token_budget, time_budget=o.data_time, on_progress=tick, n_parallel=n_par)
     bar.close()
-    held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt,
-                          n_parallel=n_par) if held_prompts else []
+    held = D.self_distill(llm, held_prompts, max_tokens=o.max_tokens, max_prompt=o.max_prompt, n_parallel=n_par)
     t_data = time.monotonic() - t0
     # stored as bfloat16 bits (uint16): float32's range (Gemma's residual stream overflows float16)
     # in half the memory and disk of float32, e.g. 6.4 KB instead of 12.8 KB a token for Gemma 3 270M
     t0 = time.monotonic()
+    def with_feats(ss):
+        return [(s, D.to_bf16_bits(D.features(llm, s, layers))) for s in ss]
+
+    parts = {"train": old_train + with_feats(seqs), "held": old_held if extend else with_feats(held)}
     arrays = {"feats_format": np.asarray("bf16")}
-    for name, ss in (("train", seqs), ("held", held)):
-        if old is not None and name == "held":
-            arrays.update({k: v for k, v in old.items() if k.startswith("held_")})
-            continue
-        feats = [D.to_bf16_bits(D.features(llm, s, layers)) for s in ss]
-        new = {"tokens": np.concatenate([s.tokens for s in ss]) if ss else np.zeros(0, np.int32),
-               "offsets": np.cumsum([0] + [len(s.tokens) for s in ss]).astype(np.int64),
-               "n_prompt": np.asarray([s.n_prompt for s in ss], dtype=np.int64),
-               "source": np.asarray([s.source for s in ss], dtype=str),
-               "kind": np.asarray([s.kind for s in ss], dtype=str),
-               "feats": np.concatenate(feats) if feats else None}
-        if old is not None:  # the old sequences first, then the new ones
-            o_off = old[f"{name}_offsets"]
-            new["offsets"] = np.concatenate([o_off, o_off[-1] + new["offsets"][1:]])
-            for k in ("tokens", "n_prompt", "source", "kind"):
-                new[k] = np.concatenate([old[f"{name}_{k}"], new[k]])
-            new["feats"] = old[f"{name}_feats"] if new["feats"] is None else np.concatenate([old[f"{name}_feats"], new["feats"]])
-        if new["feats"] is None:
-            new["feats"] = np.zeros((0, 1), np.uint16)
-        arrays.update({f"{name}_{k}": v for k, v in new.items()})
+    for name, items in parts.items():
+        ss = [s for s, _ in items]
+        arrays[f"{name}_tokens"] = np.concatenate([s.tokens for s in ss]) if ss else np.zeros(0, np.int32)
+        arrays[f"{name}_offsets"] = np.cumsum([0] + [len(s.tokens) for s in ss]).astype(np.int64)
+        arrays[f"{name}_n_prompt"] = np.asarray([s.n_prompt for s in ss], dtype=np.int64)
+        arrays[f"{name}_source"] = np.asarray([s.source for s in ss], dtype=str)
+        arrays[f"{name}_kind"] = np.asarray([s.kind for s in ss], dtype=str)
+        arrays[f"{name}_feats"] = np.concatenate([f for _, f in items]) if items else np.zeros((0, 1), np.uint16)
+    parts = old_train = old_held = None  # the arrays hold them now
     arrays["layers"] = np.asarray(layers, dtype=np.int64)
     arrays["train_prompts_used"] = np.asarray(used + state["n"], dtype=np.int64)
     t_feat = time.monotonic() - t0
-    before = old["seconds"] if old is not None else np.zeros(2)
     arrays["seconds"] = np.asarray([before[0] + t_data, before[1] + t_feat])
-    old = None
     tmp = Path(str(path) + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -223,23 +212,25 @@ def prepare_data(target: os.PathLike, layers: list, o: TrainOptions, path: os.Pa
     return {"data": t_data, "features": t_feat}
 
 
-def _load_arrays(path: os.PathLike, layers: list) -> dict:
-    """prepare_data's arrays back from `path`, for extending them (features as bfloat16 bits)."""
+def _existing_data(path: os.PathLike, layers: list) -> tuple:
+    """(train, held, training prompts used, seconds) of the data in `path`, for extending it:
+    (Sequence, features as bfloat16 bits) pairs, as D.load_data reads them."""
     path = Path(path)
     if not path.exists():
         raise InvalidParameterError(f"--more-data adds to the data in {path}, which does not exist; run once "
                                     f"without --more-data first")
-    z = np.load(path)
-    a = {k: z[k] for k in z.files}
-    if [int(x) for x in a["layers"]] != [int(x) for x in layers]:
-        raise InvalidParameterError(f"the data in {path} holds target layers {[int(x) for x in a['layers']]}, "
-                                    f"these options ask for {layers}; use the same --target-layers, or a new --out")
-    if str(a.get("feats_format", "f32")) != "bf16":  # float32 features of older files: to bfloat16 bits
-        for name in ("train", "held"):
-            a[f"{name}_feats"] = D.to_bf16_bits(a[f"{name}_feats"].astype(np.float32))
-    if "train_prompts_used" not in a:  # files before it: one sequence per prompt (empty responses are rare)
-        a["train_prompts_used"] = np.asarray(len(a["train_offsets"]) - 1, dtype=np.int64)
-    return a
+    with np.load(path) as z:
+        have = [int(x) for x in z["layers"]]
+        # files before the count: one sequence per prompt (empty responses are rare)
+        used = int(z["train_prompts_used"]) if "train_prompts_used" in z.files else len(z["train_offsets"]) - 1
+    if have != [int(x) for x in layers]:
+        raise InvalidParameterError(f"the data in {path} holds target layers {have}, these options ask for "
+                                    f"{layers}; use the same --target-layers, or a new --out")
+    train, held, seconds = D.load_data(path)
+    def bits(items):  # float32 features of older files: to bfloat16 bits
+        return [(s, f if f.dtype == np.uint16 else D.to_bf16_bits(f)) for s, f in items]
+
+    return bits(train), bits(held), used, seconds
 
 
 def train_dflash(target: os.PathLike, out: os.PathLike, options: Optional[TrainOptions] = None,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameterError, PyspecError
-from .data import Sequence
+from .data import Sequence, load_data  # noqa: F401 - load_data: the trainer's input
 from .dflash import EvalReport, TrainOptions, TrainResult, _progress
 from .gguf_io import embedding_scale, gemma_like, target_head, target_info, write_drafter, _field
 from .model import DFlashConfig, DFlashDrafter
@@ -59,16 +59,8 @@ class _Batches:
         return [self.rng.randint(lo, hi) for _ in range(n)]
 
     def pack(self, items, anchors):
-        T = max(len(t) for _, t, _ in items)
-        W = items[0][0].shape[1]
-        N = len(items)
-        feats = torch.zeros((N, T, W), dtype=items[0][0].dtype, device=self.device)
-        toks = torch.zeros((N, T), dtype=torch.long, device=self.device)
-        n_ctx = torch.zeros(N, dtype=torch.long, device=self.device)
-        for i, (f, t, _) in enumerate(items):
-            feats[i, :len(t)] = f
-            toks[i, :len(t)] = t
-            n_ctx[i] = len(t)
+        feats, toks, n_ctx = _pad(items, self.device)
+        N, T = toks.shape
         A = max(len(a) for a in anchors)
         anc = torch.tensor([a + [a[-1]] * (A - len(a)) for a in anchors], dtype=torch.long, device=self.device)
         # labels: slot j -> token P + j (ignored past the sequence and for slot 0)
@@ -78,6 +70,22 @@ class _Batches:
         labels = torch.where(ok, labels, torch.full_like(labels, -100))
         labels[:, :, 0] = -100
         return feats, toks, anc, n_ctx, labels
+
+
+def _pad(items, device) -> tuple:
+    """(features [N, T, W], tokens [N, T], lengths [N]) of (features, tokens, n_prompt) items,
+    zero-padded to the longest."""
+    T = max(len(t) for _, t, _ in items)
+    W = items[0][0].shape[1]
+    N = len(items)
+    feats = torch.zeros((N, T, W), dtype=items[0][0].dtype, device=device)
+    toks = torch.zeros((N, T), dtype=torch.long, device=device)
+    n_ctx = torch.zeros(N, dtype=torch.long, device=device)
+    for i, (f, t, _) in enumerate(items):
+        feats[i, :len(t)] = f
+        toks[i, :len(t)] = t
+        n_ctx[i] = len(t)
+    return feats, toks, n_ctx
 
 
 def _loss(model, batch, gamma: float, autocast):
@@ -135,102 +143,72 @@ def evaluate(model, batches: _Batches, items, *, anchors_per_seq: int = 64, auto
 
 
 @torch.no_grad()
-def decode_tau(model, batches: _Batches, items, *, n_draft: Optional[int] = None, group: int = 16, autocast=None,
-               kinds=None) -> tuple:
-    """Held-out tau as pyspec's greedy decode loop gets it: tokens per step when this drafter
-    drafts n_draft (default block_size - 1) per step for a target whose greedy output is each
-    held-out response, i.e. simulate_steps on every item, `group` items per forward.
-
-    Returns (tau, {kind: tau}, steps). Unlike evaluate's per-anchor mean, which weights every
-    position alike, this is what a speedup needs: a stretch the drafter predicts whole takes few
-    steps, a hard stretch one step per token (uniform anchors over half trivial, half hard text:
-    8.5 per anchor, 1.9 per decode step)."""
+def replay_steps(model, items, *, n_draft: Optional[int] = None, group: int = 16, autocast=None) -> list:
+    """pyspec's greedy decode loop replayed on known output: for each (features [T, W], tokens [T],
+    n_prompt) item, the accepted draft count of every speculative step when this drafter drafts
+    n_draft (default block_size - 1) per step for a target whose greedy output is
+    tokens[n_prompt:]. `group` items per forward (zero-padded)."""
     autocast = autocast or (lambda: torch.autocast("cpu", enabled=False))
     model.eval()
-    B = batches.B
+    B = model.c.block_size
     n_draft = (B - 1) if n_draft is None else min(n_draft, B - 1)
-    dev = batches.device
-    toks_all, steps_all = np.zeros(len(items)), np.zeros(len(items))
+    param = next(model.parameters())
+    out = []
     for g0 in range(0, len(items), group):
         its = items[g0:g0 + group]
-        N = len(its)
-        feats, toks, _, n_ctx, _ = batches.pack(its, [[max(p, 1)] for _, _, p in its])
+        feats, toks, n_ctx = _pad(its, param.device)
+        feats = feats.to(param.dtype)
         T = toks.shape[1]
-        P = torch.tensor([p for _, _, p in its], dtype=torch.long, device=dev)
-        end = n_ctx - 1                      # a step from P needs P < T_i - 1 (simulate_steps)
+        P = torch.tensor([p for _, _, p in its], dtype=torch.long, device=param.device)
+        end = n_ctx - 1                      # a step from P needs P < T_i - 1
+        steps = [[] for _ in its]
+        j = torch.arange(1, n_draft + 1, device=param.device)
         active = P < end
-        n_tok = torch.zeros(N, dtype=torch.long, device=dev)
-        n_step = torch.zeros(N, dtype=torch.long, device=dev)
-        j = torch.arange(1, n_draft + 1, device=dev)
         while bool(active.any()):
             anc = torch.where(active, P, torch.ones_like(P)).clamp(min=1)
             with autocast():
-                h = model.hidden(feats, toks, anc[:, None], n_ctx)
-                pred = model.logits(h)[:, 0].argmax(-1)                        # [N, B]
+                pred = model.logits(model.hidden(feats, toks, anc[:, None], n_ctx))[:, 0].argmax(-1)  # [N, B]
             pos = anc[:, None] + j                                             # [N, n_draft]
-            lab = torch.gather(toks, 1, pos.clamp(max=T - 1))
-            ok = (pred[:, 1:n_draft + 1] == lab) & (pos <= end[:, None])
+            ok = (pred[:, 1:n_draft + 1] == torch.gather(toks, 1, pos.clamp(max=T - 1))) & (pos <= end[:, None])
             k = torch.cumprod(ok.long(), dim=1).sum(1)
-            n_tok += torch.where(active, k + 1, torch.zeros_like(k))
-            n_step += active.long()
+            for i in torch.nonzero(active).flatten().tolist():
+                steps[i].append(int(k[i]))
             P = torch.where(active, P + k + 1, P)
             active = P < end
-        toks_all[g0:g0 + N] = n_tok.cpu().numpy()
-        steps_all[g0:g0 + N] = n_step.cpu().numpy()
-    model.train()
-    tau = float(toks_all.sum() / steps_all.sum()) if steps_all.sum() else 0.0
-    by_kind = {}
-    if kinds is not None:
-        for kind in dict.fromkeys(kinds):
-            m = np.array([k == kind for k in kinds])
-            if steps_all[m].sum():
-                by_kind[kind] = float(toks_all[m].sum() / steps_all[m].sum())
-    return tau, by_kind, int(steps_all.sum())
-
-
-@torch.no_grad()
-def simulate_steps(model, feats: np.ndarray, tokens, n_prompt: int, n_draft: Optional[int] = None) -> list:
-    """The accepted draft count of each speculative step when this drafter (greedy, n_draft per
-    block, default block_size - 1) drafts for a target whose greedy output is tokens[n_prompt:]:
-    the decode loop of the engine replayed on known output. feats [T, W] are the target's layer
-    inputs for `tokens`. A check of the port: pyspec's own DFlash steps must match it."""
-    model.eval()
-    B = model.c.block_size
-    n_draft = (B - 1) if n_draft is None else n_draft
-    dev = next(model.parameters()).device
-    f = torch.as_tensor(np.asarray(feats, dtype=np.float32), device=dev)[None]
-    t = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=dev)[None]
-    T = len(tokens)
-    P, out = n_prompt, []
-    while P < T - 1:
-        h = model.hidden(f.to(next(model.parameters()).dtype), t, torch.tensor([[P]], device=dev))
-        pred = model.logits(h)[0, 0].argmax(-1).tolist()
-        k = 0
-        for j in range(1, min(n_draft, T - 1 - P) + 1):
-            if pred[j] != int(tokens[P + j]):
-                break
-            k += 1
-        out.append(k)
-        P += k + 1
+        out.extend(steps)
     model.train()
     return out
 
 
-def load_data(path) -> tuple:
-    """(train, held) lists of (Sequence, features [T, W]) from prepare_data's npz: bfloat16 bit
-    patterns as uint16 (float32 in data files written before that)."""
-    z = np.load(path)
-    out = []
-    for name in ("train", "held"):
-        off = z[f"{name}_offsets"]
-        toks, feats = z[f"{name}_tokens"], z[f"{name}_feats"]
-        items = []
-        for i in range(len(off) - 1):
-            a, b = int(off[i]), int(off[i + 1])
-            items.append((Sequence(toks[a:b].astype(np.int32), int(z[f"{name}_n_prompt"][i]),
-                                   str(z[f"{name}_source"][i]), str(z[f"{name}_kind"][i])), feats[a:b]))
-        out.append(items)
-    return out[0], out[1], [float(x) for x in z["seconds"]]
+def decode_tau(model, items, *, n_draft: Optional[int] = None, group: int = 16, autocast=None,
+               kinds=None) -> tuple:
+    """Held-out tau as pyspec's greedy decode loop gets it: tokens per step (replay_steps) over
+    all items. Returns (tau, {kind: tau}, steps). Unlike evaluate's per-anchor mean, which weights
+    every position alike, this is what a speedup needs: a stretch the drafter predicts whole takes
+    few steps, a hard stretch one step per token (uniform anchors over half trivial, half hard
+    text: 8.5 per anchor, 1.9 per decode step)."""
+    runs = replay_steps(model, items, n_draft=n_draft, group=group, autocast=autocast)
+
+    def tau(rs) -> float:
+        n = sum(len(r) for r in rs)
+        return sum(k + 1 for r in rs for k in r) / n if n else 0.0
+
+    by_kind = {}
+    for kind in dict.fromkeys(kinds or []):
+        rs = [r for r, k in zip(runs, kinds) if k == kind]
+        if any(rs):
+            by_kind[kind] = tau(rs)
+    return tau(runs), by_kind, sum(len(r) for r in runs)
+
+
+def simulate_steps(model, feats: np.ndarray, tokens, n_prompt: int, n_draft: Optional[int] = None) -> list:
+    """The accepted draft count of each speculative step when this drafter (greedy, n_draft per
+    block, default block_size - 1) drafts for a target whose greedy output is tokens[n_prompt:]:
+    replay_steps for one sequence; feats [T, W] are the target's layer inputs for `tokens`. A check
+    of the port: pyspec's own DFlash steps must match it."""
+    f = torch.as_tensor(np.asarray(feats, dtype=np.float32))
+    t = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+    return replay_steps(model, [(f, t, int(n_prompt))], n_draft=n_draft)[0]
 
 
 def make_config(target, layers, o: TrainOptions) -> DFlashConfig:
@@ -377,7 +355,7 @@ def main(spec_path) -> int:
         timed = eval_dt is not None and el >= next_eval
         if hb is not None and (step % eval_every == 0 or step == o.steps or timed):
             r = evaluate(model, hb, hb.items[:32], anchors_per_seq=16, autocast=autocast)
-            dt, _, _ = decode_tau(model, hb, hb.items[:32], autocast=autocast)
+            dt, _, _ = decode_tau(model, hb.items[:32], autocast=autocast)
             curve.append((step, step * blocks_per_step, r.tau, dt))
         if timed:
             next_eval += eval_dt
@@ -399,7 +377,7 @@ def main(spec_path) -> int:
     t0 = time.monotonic()
     report = evaluate(model, hb, hb.items, autocast=autocast, kinds=hkinds) if hb is not None else None
     if report is not None:
-        report.decode_tau, report.decode_by_kind, report.decode_steps = decode_tau(model, hb, hb.items,
+        report.decode_tau, report.decode_by_kind, report.decode_steps = decode_tau(model, hb.items,
                                                                                    autocast=autocast, kinds=hkinds)
     res = TrainResult(str(out), cfg.to_dict(), step, n_train_tokens, len(seqs),
                       {"data": t_data, "features": t_feat, "train": t_train, "eval": time.monotonic() - t0},
