@@ -23,7 +23,7 @@ from .batch import BatchLLM, BatchRequest
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
                      InvalidParameterError, MemoryBudgetError, ModelFileNotFoundError, ModelLoadError, PyspecError,
                      UnknownOptionError, UnsupportedError, VocabMismatchError)
-from .models import default_model_path
+from .models import default_model_path, shipped_drafter
 from .options import GenerationOptions
 from .plan import Plan, parse_size, plan
 
@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LLM", "BatchLLM", "BatchRequest", "GenerationOptions", "Generation", "Stats", "Chunk", "SPEC_TYPES", "build_info", "model_info", "memory_report", "plan", "Plan", "parse_size",
-    "default_model_path",
+    "default_model_path", "shipped_drafter",
     "default_threads",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
     "ContextOverflowError", "InvalidParameterError", "MemoryBudgetError", "UnknownOptionError", "DecodeError", "UnsupportedError",

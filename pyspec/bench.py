@@ -42,7 +42,11 @@ from .options import GenerationOptions
 from .prompts import PROMPT_SET_NAMES, builtin_prompts, load_prompts_file
 
 SCHEMA = "pyspec-bench/2"  # 2: the generation settings under settings["options"]
-METHODS = ("none", "ngram", "draft")
+METHODS = ("none", "ngram", "draft")  # what the llama.cpp anchors run too
+# every method pyspec runs: the feature drafters read -md (eagle3, dflash) or the model's MTP layers;
+# dflash without -md is the drafter pyspec ships for the model (pyspec.shipped_drafter)
+SPEC_METHODS = METHODS + ("mtp", "eagle3", "dflash")
+FILE_METHODS = ("draft", "eagle3", "dflash")  # the methods that load -md
 ANCHORS = ("llama.cpp",)
 
 # ---------------------------------------------------------------- configuration
@@ -70,13 +74,18 @@ class BenchConfig:
         """spec_types: what a loaded LLM can run (LLM.spec_types); None: what run() can load."""
         methods = ["none"] + [m for m in dict.fromkeys(self.methods) if m != "none"]
         for m in methods:
-            if spec_types is None and m not in METHODS:
-                raise InvalidParameterError(f"unknown --spec-type {m!r}; expected one of {', '.join(METHODS)}")
+            if spec_types is None and m not in SPEC_METHODS:
+                raise InvalidParameterError(f"unknown --spec-type {m!r}; expected one of {', '.join(SPEC_METHODS)}")
             if spec_types is not None and (m not in spec_types or m == "auto"):
                 raise InvalidParameterError(f"spec type {m!r} is not available for this LLM; it has: "
                                             f"{', '.join(t for t in spec_types if t != 'auto')}")
-        if spec_types is None and "draft" in methods and not self.draft_model:
-            raise InvalidParameterError("--spec-type draft needs a draft model: -md small.gguf")
+        if spec_types is None and not self.draft_model:
+            for m, what in (("draft", "a draft model: -md small.gguf"), ("eagle3", "an EAGLE-3 head: -md eagle3.gguf")):
+                if m in methods:
+                    raise InvalidParameterError(f"--spec-type {m} needs {what}")
+        if spec_types is None and sum(m in FILE_METHODS for m in methods) > 1:
+            raise InvalidParameterError(f"--spec-type {', '.join(m for m in methods if m in FILE_METHODS)}: one run "
+                                        f"loads one -md file, which is one of them; bench them in separate runs")
         self.methods = methods
         if not isinstance(self.options, GenerationOptions):
             raise InvalidParameterError(f"BenchConfig.options must be a pyspec.GenerationOptions, got "
@@ -264,8 +273,11 @@ def run(cfg: BenchConfig, prompts: list) -> dict:
         from . import anchors
         anchors.checkout_dir()  # fail fast, before building or loading anything
         tools = anchors.build()
+    if "dflash" in cfg.methods and not cfg.draft_model:
+        from .models import shipped_drafter
+        cfg.draft_model = str(shipped_drafter(cfg.model))
     llm = LLM(cfg.model, n_ctx=cfg.ctx, n_threads=cfg.threads, n_gpu_layers=cfg.n_gpu_layers, kernels=cfg.kernels,
-              draft_model=cfg.draft_model if "draft" in cfg.methods else None)
+              draft_model=cfg.draft_model if any(m in FILE_METHODS for m in cfg.methods) else None)
     return measure(llm, cfg, prompts, tools)
 
 
@@ -404,8 +416,8 @@ def measure(llm, cfg: BenchConfig, prompts: list, tools: Optional[dict] = None) 
 def _spec_types(value: str) -> list:
     types = [t.strip() for t in value.split(",") if t.strip()]
     for t in types:
-        if t not in METHODS:
-            raise argparse.ArgumentTypeError(f"invalid spec type {t!r} (choose from {', '.join(METHODS)})")
+        if t not in SPEC_METHODS:
+            raise argparse.ArgumentTypeError(f"invalid spec type {t!r} (choose from {', '.join(SPEC_METHODS)})")
     return types
 
 
@@ -423,7 +435,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     g = b.add_argument_group("model")
     g.add_argument("-m", "--model", help="target GGUF (default: Gemma 3 270M Q4_K_M from pyspec[models])")
-    g.add_argument("-md", "--spec-draft-model", "--model-draft", dest="draft_model", help="draft model GGUF")
+    g.add_argument("-md", "--spec-draft-model", "--model-draft", dest="draft_model",
+                   help="draft GGUF: a draft model, an EAGLE-3 head or a DFlash drafter for the target")
     g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size (default: %(default)s)")
     g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0,
                    help="layers on the GPU (-1: all; needs a CUDA build; default: %(default)s)")
@@ -434,8 +447,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     r = b.add_argument_group("runs")
     r.add_argument("-n", "--n-predict", type=int, default=128, help="tokens per generation (default: %(default)s)")
     r.add_argument("--spec-type", type=_spec_types, action="append", default=None, metavar="TYPE[,TYPE]",
-                   help="methods to run beside the baseline (none, always run): ngram, draft; repeatable or a "
-                        "comma list (default: ngram, plus draft when -md is given)")
+                   help="methods to run beside the baseline (none, always run): ngram, draft, mtp, eagle3, "
+                        "dflash (without -md: the drafter pyspec ships for the default model); repeatable or a "
+                        "comma list (default: ngram, plus the kind of the -md file when one is given)")
     r.add_argument("--spec-draft-n-max", "--draft-max", type=int, default=16, dest="draft_n_max",
                    help="longest draft per step (default: %(default)s)")
     r.add_argument("--spec-draft-n-min", "--draft-min", type=int, default=0, dest="draft_n_min",
@@ -463,11 +477,18 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     return b
 
 
+def _file_method(path: str) -> str:
+    """The method a -md file runs: its drafter architecture (eagle3, dflash), else a draft model."""
+    from .api import HEAD_ARCHS, model_info
+    arch = model_info(path)["architecture"]
+    return arch if arch in HEAD_ARCHS else "draft"
+
+
 def cmd_bench(args) -> int:
     prompts = load_prompts_file(args.prompts_file) if args.prompts_file else builtin_prompts(args.prompts)
     methods = ["none"] + [m for group in (args.spec_type or []) for m in group]
     if args.spec_type is None:
-        methods += ["ngram"] + (["draft"] if args.draft_model else [])
+        methods += ["ngram"] + ([_file_method(args.draft_model)] if args.draft_model else [])
     options = GenerationOptions(max_tokens=args.n_predict, draft_n_max=args.draft_n_max,
                                 draft_n_min=args.draft_n_min, ngram_n=args.ngram_n, temperature=args.temp,
                                 seed=args.seed, ignore_eos=not args.stop_at_eos)

@@ -97,9 +97,15 @@ def _load(args):
     from .threads import warn_if_cores_are_busy
     warn_if_cores_are_busy(args.threads)
     fa = {"on": True, "off": False, "auto": None}[args.flash_attn]
+    draft = getattr(args, "draft_model", None)
+    if draft is None and getattr(args, "spec_type", None) == "dflash":
+        # --spec-type dflash without -md: the drafter pyspec ships for this model (an error naming
+        # what to do when it ships none)
+        from .models import shipped_drafter
+        draft = str(shipped_drafter(args.model))
     return LLM(args.model, n_ctx=args.ctx_size, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads,
                n_batch=args.batch_size, flash_attn=fa, type_k=args.cache_type_k, type_v=args.cache_type_v,
-               kernels=args.kernels, draft_model=getattr(args, "draft_model", None),
+               kernels=args.kernels, draft_model=draft,
                mtp=False if getattr(args, "no_mtp", False) else None,
                dflash_window=getattr(args, "dflash_window", 4096),
                chat_template=getattr(args, "chat_template", None), swa_full=args.swa_full,

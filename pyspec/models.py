@@ -59,3 +59,52 @@ def default_model_path() -> Path:
     os.replace(tmp, target)
     stamp.write_text(DEFAULT_MODEL_SHA256 + "\n")
     return target
+
+
+# Drafters pyspec trains and ships for a target, by the target's sha256 (pyspec/drafters/README.md
+# says how each was made). kind -> (file under pyspec/drafters, its sha256).
+SHIPPED_DRAFTERS = {
+    DEFAULT_MODEL_SHA256: {
+        "dflash": ("gemma-3-270m-q4_k_m.dflash.gguf",
+                   "d862a6a2107811d11049b35d72ab95f55b35720455eb121333a0845fb4e6ed48"),
+    },
+}
+DEFAULT_MODEL_SIZE = 253113024
+
+
+def _target_sha256(path: Path) -> str:
+    """The target's sha256; for the default model the stamp default_model_path() wrote beside it, and
+    no hashing at all for a file whose size rules the shipped targets out."""
+    stamp = path.with_suffix(".sha256")
+    if stamp.is_file() and path.stat().st_size == DEFAULT_MODEL_SIZE:
+        return stamp.read_text().strip()
+    if path.stat().st_size != DEFAULT_MODEL_SIZE:
+        return ""
+    return _sha256(path)
+
+
+def shipped_drafter(model=None, kind: str = "dflash") -> Path:
+    """The `kind` drafter pyspec ships for `model` (a GGUF path; None: the default model), for
+    LLM(model, draft_model=shipped_drafter(model)). Today: a DFlash drafter for the default model
+    (Gemma 3 270M Q4_K_M), trained by `pyspec train dflash` (pyspec/drafters/README.md)."""
+    from .errors import InvalidParameterError
+    path = Path(model).expanduser() if model is not None else default_model_path()
+    if not path.is_file():
+        from .errors import ModelFileNotFoundError
+        raise ModelFileNotFoundError(f"model file not found: '{path}'")
+    have = SHIPPED_DRAFTERS.get(_target_sha256(path), {})
+    if kind not in have:
+        kinds = sorted({k for v in SHIPPED_DRAFTERS.values() for k in v})
+        raise InvalidParameterError(
+            f"pyspec ships no {kind!r} drafter for '{path.name}': it ships {', '.join(kinds)} drafters for the "
+            f"default model ({DEFAULT_MODEL_PACKAGE}) only. Train one with `pyspec train dflash --target "
+            f"{path} --out drafter.gguf` and pass it with -md / draft_model=")
+    name, sha = have[kind]
+    drafter = Path(__file__).parent / "drafters" / name
+    if not drafter.is_file():
+        raise ModelLoadError(f"the shipped drafter {drafter} is missing from this installation; reinstall pyspec")
+    got = _sha256(drafter)
+    if got != sha:
+        raise ModelLoadError(f"the shipped drafter {drafter} is damaged: sha256 {got}, expected {sha}; reinstall "
+                             f"pyspec (in a git checkout: git checkout -- {Path('pyspec', 'drafters', name)})")
+    return drafter

@@ -140,8 +140,11 @@ def test_checkout_lookup(monkeypatch, tmp_path):
 def test_bad_arguments(tiny_target):
     r = bench_cli("-m", tiny_target, "--spec-type", "draft", "--no-progress", timeout=60)
     assert r.returncode == 2 and "needs a draft model" in r.stderr
+    r = bench_cli("-m", tiny_target, "--spec-type", "ngram,medusa", timeout=60)
+    assert r.returncode == 2 and "invalid spec type 'medusa'" in r.stderr
+    # mtp is a method, but this model has no MTP layers
     r = bench_cli("-m", tiny_target, "--spec-type", "ngram,mtp", timeout=60)
-    assert r.returncode == 2 and "invalid spec type 'mtp'" in r.stderr
+    assert r.returncode == 2 and "spec type 'mtp' is not available for this LLM; it has: none, ngram" in r.stderr
     r = bench_cli("-m", tiny_target, "--prompts", "poetry", timeout=60)
     assert r.returncode == 2 and "invalid prompt set 'poetry'" in r.stderr
     r = bench_cli("-m", tiny_target, "--prompts", "prose", "--prompts-file", "x.jsonl", timeout=60)
