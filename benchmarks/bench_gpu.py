@@ -84,8 +84,10 @@ def llama_bench(tool: Path, model: Path, ks: list, reps: int) -> dict:
     return res
 
 
-def verify_curve(llm, ks: list, reps: int, depth: int = 512) -> dict:
-    """ms per target forward of k tokens (logits for all k), at a context depth."""
+def verify_curve(llm, ks: list, reps: int, depth: int = 512, argmax: bool = False) -> dict:
+    """ms per target forward of k tokens (logits for all k), at a context depth. argmax=True: each row's
+    greedy pick leaves the forward instead of its logits row (what a greedy verify does; on the GPU the
+    argmax runs on the device), argmax=False: every logits row is copied to the host."""
     eng = llm._engine
     rng = random.Random(0)
     prompt = [rng.randrange(min(1000, llm.n_vocab // 2), llm.n_vocab) for _ in range(depth)]
@@ -95,12 +97,12 @@ def verify_curve(llm, ks: list, reps: int, depth: int = 512) -> dict:
     for k in ks:
         toks = [rng.randrange(min(1000, llm.n_vocab // 2), llm.n_vocab) for _ in range(k)]
         for _ in range(3):  # warm-up (graph allocation for this shape)
-            eng.forward(toks)
+            eng.forward(toks, argmax)
             eng.rollback(depth)
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            eng.forward(toks)
+            eng.forward(toks, argmax)
             times.append((time.perf_counter() - t0) * 1e3)
             eng.rollback(depth)
         res[k] = statistics.median(times)

@@ -328,9 +328,9 @@ class Engine:
         """
         Whether greedy generations take the argmax on the GPU (offloaded model; PYSPEC_DEVICE_ARGMAX=0: off, =1: on, also on the CPU backend).
         """
-    def forward(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+    def forward(self, tokens: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], argmax: bool = False) -> typing.Any:
         """
-        One synchronized forward pass with logits for every token, kept in the context (timing).
+        One synchronized forward pass with logits for every token (timing: the verify step's cost). argmax=False: every logits row is copied to the host, returns None; argmax=True: returns each row's greedy pick, taken as a greedy verify takes it (on the device where it can).
         """
     def generate(self, prompt: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], options: typing.Any = None, *, drafter: Drafter = None, on_step: collections.abc.Callable | None = None, on_prompt: collections.abc.Callable | None = None, **kwargs) -> dict:
         """

@@ -1,5 +1,8 @@
 """Drafters written in Python (subclasses of pyspec._core.Drafter) and the
 engine's timing hooks."""
+import os
+import sys
+
 import pytest
 
 import pyspec
@@ -96,3 +99,39 @@ def test_engine_forward_and_rollback(tiny_target):
     assert eng.n_past == 4
     with pytest.raises(pyspec.InvalidParameterError):
         eng.forward([])
+
+
+_FORWARD_PICKS = """
+import json, sys, numpy as np, pyspec
+llm = pyspec.LLM(sys.argv[1], n_ctx=256)
+eng = llm._engine
+eng.reset()
+eng.decode([1, 5, 6, 7], 4, False)
+picks = eng.forward([8, 9, 10, 11, 12], True)
+eng.rollback(4)
+rows = eng.decode([8, 9, 10, 11, 12], 5, True)
+print(json.dumps({"device": eng.device_argmax_available(), "picks": picks,
+                  "host": [int(np.argmax(r)) for r in rows], "n_past": eng.n_past}))
+"""
+
+
+@pytest.mark.parametrize("device", [False, True])
+def test_engine_forward_returns_each_rows_greedy_pick(tiny_target, device):
+    # forward(tokens, argmax=True) is the verify step as a greedy verify runs it (the GPU verify curve
+    # times it): its picks are the argmax of each row's logits, from the device sampler (forced on the
+    # CPU backend with PYSPEC_DEVICE_ARGMAX=1) or from the host rows
+    import json
+    import subprocess
+    env = dict(os.environ, PYSPEC_DEVICE_ARGMAX="1" if device else "0")
+    p = subprocess.run([sys.executable, "-c", _FORWARD_PICKS, str(tiny_target)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["device"] is device
+    assert r["picks"] == r["host"] and len(r["picks"]) == 5
+    assert r["n_past"] == 9
+    llm = pyspec.LLM(tiny_target, n_ctx=256)
+    llm._engine.reset()
+    assert llm._engine.forward([3, 4]) is None  # without argmax: the logits rows, no picks
+    with pytest.raises(pyspec.InvalidParameterError, match="outside the vocabulary"):
+        llm._engine.forward([llm.n_vocab], True)

