@@ -22,7 +22,7 @@ from .api import LLM, SPEC_TYPES, Chunk, Generation, Stats, default_threads, mem
 from .batch import BatchLLM, BatchRequest
 from .errors import (ContextOverflowError, DecodeError, DraftMismatchError, GenerationInterrupted,
                      InvalidParameterError, MemoryBudgetError, ModelFileNotFoundError, ModelLoadError, PyspecError,
-                     UnknownOptionError, UnsupportedError, VocabMismatchError)
+                     RPCError, UnknownOptionError, UnsupportedError, VocabMismatchError)
 from .models import default_model_path, shipped_drafter
 from .options import GenerationOptions
 from .plan import Plan, parse_size, plan
@@ -35,5 +35,5 @@ __all__ = [
     "default_threads",
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError", "DraftMismatchError",
     "ContextOverflowError", "InvalidParameterError", "MemoryBudgetError", "UnknownOptionError", "DecodeError", "UnsupportedError",
-    "GenerationInterrupted",
+    "GenerationInterrupted", "RPCError",
 ]

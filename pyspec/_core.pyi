@@ -22,7 +22,7 @@ class Model:
                 report their memory (Engine.memory) but cannot run.
         
     """
-    def __init__(self, path: str, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = 0, repack: bool = False, use_mmap: bool = True, load_mtp: bool = False, no_alloc: bool = False) -> None:
+    def __init__(self, path: str, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = 0, repack: bool = False, use_mmap: bool = True, load_mtp: bool = False, no_alloc: bool = False, rpc: collections.abc.Sequence[str] = []) -> None:
         ...
     def apply_chat_template(self, messages: collections.abc.Sequence[tuple[str, str]], add_assistant: bool = True, template: str = '') -> str:
         """
@@ -429,6 +429,14 @@ def model_info(path: str) -> list[tuple[str, str]]:
 def ngram_lookup(history: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], n: typing.SupportsInt | typing.SupportsIndex = 3, n_min: typing.SupportsInt | typing.SupportsIndex = 1, n_max: typing.SupportsInt | typing.SupportsIndex = 16) -> list[int]:
     """
     The n-gram drafter's proposal for `history`.
+    """
+def rpc_probe(endpoint: str) -> int:
+    """
+    Asks the RPC server at HOST:PORT who it is, never aborting: -1 nothing reachable, -2 not an RPC server of this protocol, 0 a server with the fast kernels, 1 one with exact (batch-invariant) kernels.
+    """
+def rpc_serve(endpoint: str, n_threads: typing.SupportsInt | typing.SupportsIndex, exact: bool = True, cpu_only: bool = False, cache_dir: str = '') -> None:
+    """
+    Serves this process's devices (GPUs, else the CPU) to llama.cpp RPC clients at HOST:PORT until the process ends (pyspec rpc-server); raises when it cannot start.
     """
 def quantize(src: str, dst: str, type: str, n_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """

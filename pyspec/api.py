@@ -151,6 +151,12 @@ class LLM:
         type_v, n_batch and dflash_window (the values given are the most it uses) so
         that the memory fits, from simulated allocations; the Plan is `LLM.plan`.
         MemoryBudgetError when nothing fits (it says the largest n_ctx that does).
+      rpc: llama.cpp RPC servers, ["host:port", ...] or "host:port,host:port" (`pyspec rpc-server`
+        on this or other machines): the target's layers go to their devices, split by free memory
+        (n_gpu_layers: how many; 0, the default, means all with rpc). Each server is checked first:
+        RPCError when one cannot be reached (within 5 s) or is no RPC server, UnsupportedError when
+        exact kernels were asked for and it runs the fast ones. Drafters stay in this process. A
+        server lost mid-generation raises DecodeError; make a new LLM then.
       verbose: echo llama.cpp's log.
 
     Example:
@@ -165,7 +171,7 @@ class LLM:
                  mtp: Optional[bool] = None, dflash_window: int = 4096,
                  chat_template: Optional[str] = None, memory_budget: Optional[Union[str, int]] = None,
                  swa_full: bool = False, type_k_draft: str = "f16", type_v_draft: str = "f16",
-                 verbose: bool = False):
+                 rpc: Optional[Union[Sequence[str], str]] = None, verbose: bool = False):
         if kernels not in ("exact", "fast"):
             raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
         for name, v in (("type_k", type_k), ("type_v", type_v), ("type_k_draft", type_k_draft),
@@ -177,7 +183,14 @@ class LLM:
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise InvalidParameterError(f"n_threads must be an integer >= 1 (or None: default_threads()), "
                                         f"got {n_threads!r}")
-        if n_gpu_layers != 0 and not _core.build_info()["gpu_offload"]:
+        self.rpc = None
+        if rpc is not None:
+            from .rpc import check_servers
+            if memory_budget is not None:
+                raise InvalidParameterError("memory_budget= does not count RPC servers' devices yet: "
+                                            "give n_ctx and the KV types yourself with rpc=")
+            self.rpc = check_servers(rpc, exact=kernels == "exact")
+        if n_gpu_layers != 0 and not self.rpc and not _core.build_info()["gpu_offload"]:
             raise InvalidParameterError(
                 f"n_gpu_layers={n_gpu_layers} but this pyspec build has no GPU backend; "
                 "rebuild with PYSPEC_CUDA=1 (see README) or use n_gpu_layers=0")
@@ -216,7 +229,7 @@ class LLM:
             n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,
             flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k, type_v=type_v,
             kernels=kernels, dflash_window=dflash_window, swa_full=swa_full, no_alloc=False,
-            draft_kv=(type_k_draft, type_v_draft))
+            draft_kv=(type_k_draft, type_v_draft), rpc=self.rpc)
         self.has_chat_template = bool(self._model.meta("tokenizer.chat_template"))
 
     # ---- tokenizer ----
@@ -503,11 +516,13 @@ class _Stream:
 
 def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: int, n_batch: int,
           n_threads: int, n_gpu_layers: int, flash_attn: int, type_k: str, type_v: str, kernels: str,
-          dflash_window: int, no_alloc: bool, swa_full: bool = False, draft_kv: tuple = ("f16", "f16")):
+          dflash_window: int, no_alloc: bool, swa_full: bool = False, draft_kv: tuple = ("f16", "f16"),
+          rpc: Optional[list] = None):
     """The target Model and Engine, the draft file's Model (or None) and the drafters, as
     {spec_type: drafter}: the draft file's kind (from its GGUF architecture) first, then mtp
     when the target has MTP layers; the first is what spec_type="auto" picks. no_alloc: the
-    allocations are simulated (memory reports)."""
+    allocations are simulated (memory reports). rpc: the target's layers go to these servers (all of
+    them unless n_gpu_layers says how many); the drafters stay here."""
     meta = dict(_core.model_info(path))
     if meta["architecture"] in HEAD_ARCHS:
         raise InvalidParameterError(
@@ -519,7 +534,8 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
                                     f"({meta['architecture']}.nextn_predict_layers is 0)")
     load_mtp = has_mtp and mtp is not False
     repack, exact = kernels == "fast", kernels == "exact"
-    model = _core.Model(path, n_gpu_layers=n_gpu_layers, repack=repack, load_mtp=load_mtp, no_alloc=no_alloc)
+    model = _core.Model(path, n_gpu_layers=-1 if rpc and n_gpu_layers == 0 else n_gpu_layers, repack=repack,
+                        load_mtp=load_mtp, no_alloc=no_alloc, rpc=rpc or [])
     engine = _core.Engine(model, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, flash_attn=flash_attn,
                           type_k=type_k, type_v=type_v, exact=exact, swa_full=swa_full)
     drafters, dmodel = _Drafters(), None

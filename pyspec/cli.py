@@ -41,6 +41,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="full-size cache for sliding-window layers (default: a window-sized ring, exact too)")
     g.add_argument("--kernels", choices=["exact", "fast"], default="exact",
                    help="exact: batch-invariant, lossless speculation (default); fast: NOT exact")
+    g.add_argument("--rpc", default=None, metavar="SERVERS",
+                   help="comma-separated HOST:PORT of `pyspec rpc-server`s that hold the model's layers "
+                        "(all of them unless -ngl says how many)")
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
 
 
@@ -109,7 +112,8 @@ def _load(args):
                mtp=False if getattr(args, "no_mtp", False) else None,
                dflash_window=getattr(args, "dflash_window", 4096),
                chat_template=getattr(args, "chat_template", None), swa_full=args.swa_full,
-               type_k_draft=args.cache_type_k_draft, type_v_draft=args.cache_type_v_draft, verbose=args.verbose)
+               type_k_draft=args.cache_type_k_draft, type_v_draft=args.cache_type_v_draft,
+               rpc=getattr(args, "rpc", None), verbose=args.verbose)
 
 
 def _gen_options(args):
@@ -363,6 +367,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_rpc_server(args) -> int:
+    from .rpc import serve
+    print(f"pyspec rpc-server: {args.host}:{args.port}, {args.kernels} kernels", flush=True)
+    serve(args.host, args.port, n_threads=args.threads, kernels=args.kernels, cpu=args.cpu, cache_dir=args.cache)
+    return 1  # serve() returns only by raising
+
+
 def version_string() -> str:
     from . import __version__, build_info
     b = build_info()
@@ -427,6 +438,20 @@ def build_parser() -> argparse.ArgumentParser:
     s_.add_argument("--max-request-bytes", type=int, default=4 * 2**20,
                     help="larger request bodies get 413 (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)
+    r = sub.add_parser(
+        "rpc-server", help="lend this machine's GPUs (else its CPU) to LLM(rpc=...) / --rpc clients",
+        description="A llama.cpp RPC server (the RPC backend of the pinned llama.cpp) that runs exact "
+                    "(batch-invariant) kernels unless --kernels fast, so a model split over such servers gives "
+                    "the output it gives in one process. It serves one client process at a time; Ctrl-C or "
+                    "SIGTERM stop it. It runs whatever a client sends: bind it to addresses you trust.")
+    r.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    r.add_argument("-p", "--port", type=int, default=50052, help="port (default: %(default)s)")
+    r.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
+    r.add_argument("--kernels", choices=["exact", "fast"], default="exact",
+                   help="exact (default): batch-invariant; fast: llama.cpp's kernels, refused by exact clients")
+    r.add_argument("--cpu", action="store_true", help="serve the CPU even when there are GPUs")
+    r.add_argument("-c", "--cache", default=None, metavar="DIR", help="cache tensors sent by clients in DIR")
+    r.set_defaults(func=cmd_rpc_server)
     from .bench import add_bench_parser  # pyspec bench (pyspec/bench.py)
     add_bench_parser(sub)
     from .plan import add_plan_parser  # pyspec plan (pyspec/plan.py)

@@ -51,11 +51,16 @@ class UnsupportedError(PyspecError):
     do not cover. The message names the operation and what to use instead."""
 
 
+class RPCError(PyspecError, ConnectionError):
+    """An RPC server of LLM(rpc=[...]) cannot be reached or is not a llama.cpp RPC server; also a
+    ConnectionError. The message names the endpoint and how to start a server there."""
+
+
 class GenerationInterrupted(PyspecError):
     """A generation was stopped before it finished."""
 
 
 __all__ = [
     "PyspecError", "ModelLoadError", "ModelFileNotFoundError", "VocabMismatchError",
-    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "UnknownOptionError", "DecodeError", "UnsupportedError", "GenerationInterrupted",
+    "DraftMismatchError", "ContextOverflowError", "InvalidParameterError", "UnknownOptionError", "DecodeError", "UnsupportedError", "GenerationInterrupted", "RPCError",
 ]

@@ -29,6 +29,7 @@
 #   #   (390 s); more data: TRAIN_MORE=1 TRAIN_DATA_S=300 TRAIN_STEPS=1 per call, then TRAIN_RESUME=1 TRAIN_S=...
 #   bash benchmarks/gpu/run_h200.sh batchsmoke                  # BatchLLM on the GPU against solo outputs
 #   TINY_HEADS=build/gpu/tiny bash benchmarks/gpu/run_h200.sh matrix   # every drafter: speculative == plain (Gemma too once here)
+#   bash benchmarks/gpu/run_h200.sh build rpccheck              # LLM(rpc=...) over a pyspec rpc-server on this GPU
 #   bash benchmarks/gpu/run_h200.sh models8 profile             # ncu per-kernel tables, decode and verify-16 (Gemma, 8B shape)
 #   D=$OUT; OUT=/tmp/o1 PACK_TO=$D bash benchmarks/gpu/run_h200.sh ... pack   # many result files back as one archive
 #
@@ -314,6 +315,11 @@ profile() {  # Nsight Compute per-kernel tables of one forward, k = 1 and 16, wh
         --wall "$OUT/wall-$name-$kern-1.json" "$OUT/wall-$name-$kern-16.json" | tee -a "$OUT/profile.md" || true
     done
   done
+}
+
+rpccheck() {  # LLM(rpc=...) with a pyspec rpc-server on this GPU (exact CUDA kernels) against one process
+  (cd /tmp && python3 "$ROOT/benchmarks/gpu/rpc_check.py" "$PYSPEC_GPU_MODELS"/llama256-q4_k_m.gguf \
+     "$PYSPEC_GPU_MODELS"/llama256-q8_0.gguf ${PYSPEC_GEMMA:-}) 2>&1 | tee "$OUT/rpc_check.log" || true
 }
 
 pack() {  # everything under $OUT in one archive (the device hands back at most 8 files): PACK_TO=DIR

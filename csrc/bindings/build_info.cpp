@@ -2,6 +2,8 @@
 #include <pybind11/stl.h>
 
 #include "bindings/bindings.h"
+
+#include <string>
 #include "engine/device_argmax.h"
 #include "engine/log.h"
 #include "engine/model.h"
@@ -22,10 +24,12 @@ void register_build_info(py::module_ & m) {
         py::list backends;
         for (size_t i = 0; i < ggml_backend_reg_count(); ++i) backends.append(ggml_backend_reg_name(ggml_backend_reg_get(i)));
         d["backends"] = backends;
-        // backends with exact (batch-invariant) kernels: patches 0001 (CPU) and 0005 (CUDA)
+        // backends with exact (batch-invariant) kernels of their own: patches 0001 (CPU) and 0005 (CUDA);
+        // not RPC, whose kernels are the server's (exact when `pyspec rpc-server` runs them: patch 0011)
         py::list exact;
         for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
             ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+            if (std::string(ggml_backend_reg_name(reg)) == "RPC") continue;
             if (ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_batch_invariant")) exact.append(ggml_backend_reg_name(reg));
         }
         d["exact_backends"] = exact;
@@ -52,7 +56,15 @@ void register_build_info(py::module_ & m) {
         // kernels="fast" repacks weights, except where the AMX weight buffer would be used (PYSPEC_AMX=1: anyway)
         d["amx_buffer"] = cpu_amx_buffer_type();
         d["repack"] = repack_allowed();
-        d["gpu_offload"] = llama_supports_gpu_offload();
+        // a GPU of this machine (llama_supports_gpu_offload() also says yes for the RPC backend, whose
+        // devices are other processes' and exist only once LLM(rpc=...) adds a server)
+        bool gpu = false;
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            const auto t = ggml_backend_dev_type(ggml_backend_dev_get(i));
+            const std::string reg = ggml_backend_reg_name(ggml_backend_dev_backend_reg(ggml_backend_dev_get(i)));
+            gpu |= (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) && reg != "RPC";
+        }
+        d["gpu_offload"] = gpu;
 #ifdef PYSPEC_CUDA
         d["cuda"] = true;
         // the verify-shaped kernels ggml-cuda's exact mode runs (csrc/cuda, patch 0006)

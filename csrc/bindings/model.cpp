@@ -3,6 +3,7 @@
 
 #include "bindings/bindings.h"
 #include "engine/model.h"
+#include "engine/rpc.h"
 
 namespace pyspec {
 
@@ -18,10 +19,12 @@ void register_model(py::module_ & m) {
           load_mtp: also load the MTP ("nextn") layers, for the mtp drafter.
           no_alloc: metadata only, allocations simulated: contexts made on it
             report their memory (Engine.memory) but cannot run.
+          rpc: llama.cpp RPC servers ("host:port"): the offloaded layers live on their devices.
     )pbdoc")
         .def(py::init([](const std::string & path, int32_t n_gpu_layers, bool repack, bool use_mmap, bool load_mtp,
-                         bool no_alloc) {
+                         bool no_alloc, const std::vector<std::string> & rpc) {
                  ModelParams p;
+                 p.rpc = rpc;
                  p.n_gpu_layers = n_gpu_layers;
                  p.repack = repack;
                  p.use_mmap = use_mmap;
@@ -31,7 +34,7 @@ void register_model(py::module_ & m) {
                  return std::make_shared<Model>(path, p);
              }),
              py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("repack") = false, py::arg("use_mmap") = true,
-             py::arg("load_mtp") = false, py::arg("no_alloc") = false)
+             py::arg("load_mtp") = false, py::arg("no_alloc") = false, py::arg("rpc") = std::vector<std::string>{})
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_vocab", &Model::n_vocab)
         .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
@@ -66,6 +69,19 @@ void register_model(py::module_ & m) {
               quantize_model(src, dst, type, n_threads);
           }, py::arg("src"), py::arg("dst"), py::arg("type"), py::arg("n_threads") = 0,
           "Writes dst: src quantized (or requantized) to `type` with llama.cpp's quantizer.");
+    m.def("rpc_probe", [](const std::string & endpoint) {
+              py::gil_scoped_release nogil;
+              return rpc_probe(endpoint);
+          }, py::arg("endpoint"),
+          "Asks the RPC server at HOST:PORT who it is, never aborting: -1 nothing reachable, -2 not an RPC server of "
+          "this protocol, 0 a server with the fast kernels, 1 one with exact (batch-invariant) kernels.");
+    m.def("rpc_serve", [](const std::string & endpoint, int n_threads, bool exact, bool cpu_only, const std::string & cache_dir) {
+              py::gil_scoped_release nogil;
+              rpc_serve(endpoint, n_threads, exact, cpu_only, cache_dir);
+          }, py::arg("endpoint"), py::arg("n_threads"), py::arg("exact") = true, py::arg("cpu_only") = false,
+          py::arg("cache_dir") = "",
+          "Serves this process's devices (GPUs, else the CPU) to llama.cpp RPC clients at HOST:PORT until the process "
+          "ends (pyspec rpc-server); raises when it cannot start.");
     m.def("check_vocab_compatible", &check_vocab_compatible, py::arg("target"), py::arg("draft"),
           "Raises VocabMismatchError when `draft` cannot draft for `target`.");
 }

@@ -56,7 +56,7 @@ void DraftModelDrafter::sync_cache() {
         const size_t n = std::min(target_n - i, chunk);
         batch_.clear();
         for (size_t j = 0; j < n; ++j) batch_.add(history_[i + j], llama_pos(i + j), false);
-        check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model prefill");
+        decode_checked(ctx_.get(), batch_.get(), "draft model prefill");
         cached_.insert(cached_.end(), history_.begin() + i, history_.begin() + i + n);
     }
 }
@@ -74,7 +74,7 @@ Draft DraftModelDrafter::draft(int32_t n_max) {
                        [&](int32_t, llama_token prev) {
         batch_.clear();
         batch_.add(prev, llama_pos(cached_.size()), true);
-        check_decode(llama_decode(ctx_.get(), batch_.get()), "draft model");
+        decode_checked(ctx_.get(), batch_.get(), "draft model");
         cached_.push_back(prev);
         return 0;
     });

@@ -293,7 +293,7 @@ std::vector<SequenceEvent> BatchEngine::step() {
     }
 
     const auto tf = Clock::now();
-    check_decode(llama_decode(ctx_.get(), batch_.get()), "batch step");
+    decode_checked(ctx_.get(), batch_.get(), "batch step");
     llama_synchronize(ctx_.get());
     const double forward_ms = ms_since(tf);
     n_steps_++;

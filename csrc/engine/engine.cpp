@@ -67,7 +67,12 @@ void Engine::probe_exact() {
     batch_.clear();
     batch_.add(bos >= 0 && bos < n_vocab_ ? bos : 0, 0, true);
     log_clear_recent();
-    const int rc = llama_decode(ctx_.get(), batch_.get());
+    int rc;
+    try {
+        rc = llama_decode(ctx_.get(), batch_.get());
+    } catch (const std::exception & e) {  // a backend that lost its server (RPC, patch 0011)
+        throw DecodeError(std::string("first forward of '") + target_->path() + "': " + e.what());
+    }
     batch_.clear();
     llama_memory_clear(llama_get_memory(ctx_.get()), true);
     if (rc == -3)
@@ -108,7 +113,7 @@ void Engine::reset() {
 
 void Engine::decode_batch(const char * what) {
     const auto t0 = Clock::now();
-    check_decode(llama_decode(ctx_.get(), batch_.get()), what);
+    decode_checked(ctx_.get(), batch_.get(), what);
     llama_synchronize(ctx_.get());
     forward_ms_ += ms_since(t0);
     for (int32_t i = 0; i < batch_.size(); ++i) committed_.push_back(batch_.get().token[i]);

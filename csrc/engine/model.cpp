@@ -1,4 +1,5 @@
 #include "engine/model.h"
+#include "engine/rpc.h"
 
 #include "llama-ext.h"
 
@@ -21,6 +22,17 @@ void check_decode(int rc, const char * what) {
         default: throw DecodeError(std::string(what) + ": llama_decode failed with code " +
                                    std::to_string(rc) + (log_recent().empty() ? "" : ": " + log_recent()));
     }
+}
+
+void decode_checked(llama_context * ctx, const llama_batch & batch, const char * what) {
+    int rc;
+    try {
+        rc = llama_decode(ctx, batch);
+    } catch (const std::exception & e) {
+        throw DecodeError(std::string(what) + ": " + e.what() + ". The context's memory is undefined now: make a new "
+                          "LLM once the backend is back");
+    }
+    check_decode(rc, what);
 }
 
 Batch::Batch(int32_t capacity) : b_(llama_batch_init(capacity, 0, 1)), cap_(capacity) {}
@@ -66,6 +78,16 @@ Model::Model(const std::string & path, const ModelParams & params) : path_(path)
     mp.use_extra_bufts = params.repack && repack_allowed();
     if (!params.use_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE;
     mp.load_mtp = params.load_mtp;
+    if (!params.rpc.empty()) {
+        // the servers' devices, then this machine's GPUs (llama.cpp's own order: --rpc devices first)
+        devices_ = rpc_devices(params.rpc);
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            ggml_backend_dev_t d = ggml_backend_dev_get(i);
+            if (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_GPU) devices_.push_back(d);
+        }
+        devices_.push_back(nullptr);
+        mp.devices = devices_.data();
+    }
     if (params.no_alloc) {
         mp.no_alloc = true;
         mp.load_mode = LLAMA_LOAD_MODE_NONE;

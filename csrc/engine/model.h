@@ -46,6 +46,9 @@ struct ModelParams {
     // Metadata only, allocations simulated (memory reports): contexts on it
     // report their sizes and cannot run.
     bool    no_alloc = false;
+    // llama.cpp RPC servers ("host:port", `pyspec rpc-server`): their devices hold the offloaded
+    // layers (n_gpu_layers), split by their free memory as llama.cpp splits layers over GPUs.
+    std::vector<std::string> rpc;
 };
 
 class Model {
@@ -82,6 +85,7 @@ public:
 private:
     std::string path_;
     ModelParams params_;
+    std::vector<ggml_backend_dev_t> devices_;  // with rpc: what llama_model_params.devices lists
     ModelPtr model_;
     const llama_vocab * vocab_ = nullptr;
 };
