@@ -220,6 +220,10 @@ class LLM:
         self.n_threads = n_threads or default_threads()
         self._lock = threading.Lock()
         self.draft_model_path = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
+        # what a draft-model drafter per sequence of a BatchLLM is made with (beside its n_ctx)
+        self._draft_args = dict(n_threads=self.n_threads, exact=kernels == "exact",
+                                flash_attn=-1 if flash_attn is None else int(bool(flash_attn)),
+                                type_k=type_k_draft, type_v=type_v_draft)
         # what another context on this model (pyspec.batch.BatchLLM) is made with
         self._context_args = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
                                   flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k,

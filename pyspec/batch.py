@@ -12,8 +12,10 @@ by pyspec.LLM with n_ctx = BatchLLM.n_ctx (a sequence's share of the context).
     ...     texts = [f.result().text for f in futures]
     ...     for chunk in b.stream("def fib(n):", max_tokens=32): print(chunk.text, end="")
 
-Drafters with several sequences: "none" and "ngram" (one n-gram drafter per request); other
-spec_types raise InvalidParameterError.
+Drafters with several sequences: "none", "ngram" (one n-gram drafter per request) and "draft" (the
+LLM's draft model, one drafter context per running sequence, made when first needed and reused by
+later requests); the feature drafters (mtp, eagle3, dflash) read the features of one sequence and
+raise InvalidParameterError here.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class BatchRequest:
         self.id: Optional[int] = None  # the engine's sequence id once it has a slot
         self.cancelled = False
         self.generation: Optional[Generation] = None
+        self._draft = None  # the draft-model drafter lent to it while it runs (spec_type "draft")
         self.error: Optional[BaseException] = None
         self._done = threading.Event()
 
@@ -110,6 +113,7 @@ class BatchLLM:
         self._pending: collections.deque = collections.deque()  # waiting for a slot
         self._cancels: list = []
         self._running: dict = {}  # engine id -> BatchRequest (touched by the loop thread only)
+        self._draft_free: list = []  # draft-model drafters not drafting for a sequence now (loop thread)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="pyspec-batch", daemon=True)
         self._thread.start()
@@ -217,10 +221,13 @@ class BatchLLM:
                 if req.cancelled or closed:
                     req._end(error=GenerationInterrupted("cancelled while waiting for a free sequence"))
                     continue
-                toks, opts, _, drafter = req.prepared
+                toks, opts, spec_type, drafter = req.prepared
                 try:
+                    if spec_type == "draft":  # one draft context per running sequence
+                        drafter = req._draft = self._draft_drafter()
                     req.id = eng.add(toks, opts, drafter=drafter)
                 except PyspecError as e:
+                    self._release(req)
                     req._end(error=e)
                     continue
                 self._running[req.id] = req
@@ -239,6 +246,7 @@ class BatchLLM:
                 eng.step()  # retires them (a step with nothing to run does not decode)
                 for rid, req in list(self._running.items()):
                     eng.take(rid)  # forgotten: the request ends with the error
+                    self._release(req)
                     req._end(error=e)
                 self._running.clear()
                 continue
@@ -256,7 +264,23 @@ class BatchLLM:
                     del self._running[rid]
                     self._finish(req, eng.take(rid))
 
+    def _draft_drafter(self):
+        """A draft-model drafter for a sequence about to run: a free one, else a new one with the
+        LLM's draft model and a sequence's context (at most n_parallel are ever made)."""
+        if self._draft_free:
+            return self._draft_free.pop()
+        llm = self.llm
+        if llm._draft_model is None or "draft" not in llm.spec_types:
+            raise InvalidParameterError("spec_type='draft' needs an LLM with a draft model (draft_model=...)")
+        return _core.DraftModelDrafter(llm._draft_model, llm._model, n_ctx=self.n_ctx, **llm._draft_args)
+
+    def _release(self, req: BatchRequest) -> None:
+        d, req._draft = req._draft, None
+        if d is not None:
+            self._draft_free.append(d)
+
     def _finish(self, req: BatchRequest, r: dict) -> None:
+        self._release(req)
         if req.error is not None:  # its on_step raised
             req._end(error=req.error)
             return

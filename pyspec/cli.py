@@ -18,7 +18,7 @@ from .prompts import DEMO_PROMPT
 
 # How `pyspec serve` schedules requests (its --help and its 503 answers say it).
 SERVE_STAGE_NOTE = ("pyspec serve runs -np generations at once (1 by default; -np N > 1 batches N sequences into "
-                    "one forward pass per step, drafting with spec types none and ngram only), and further "
+                    "one forward pass per step, drafting with spec types none, ngram and draft only), and further "
                     "requests wait in a bounded queue for a free sequence")
 MAX_PARALLEL = 64
 
@@ -304,18 +304,22 @@ def cmd_serve(args) -> int:
                           f"sequence of -c / -np tokens); got {args.parallel}")
     if args.parallel > 1:
         if getattr(args, "draft_model", None):
-            raise PyspecError(f"-np {args.parallel} batches several sequences, which draft with spec types none "
-                              "and ngram only, so -md (a draft model, EAGLE-3 or DFlash head) would never be "
-                              "used; leave out -md, or serve it with -np 1")
+            from . import _core
+            from ._gguf import check_gguf
+            arch = dict(_core.model_info(str(check_gguf(args.draft_model, what="draft model"))))["architecture"]
+            if arch in ("eagle3", "dflash"):
+                raise PyspecError(f"-np {args.parallel} batches several sequences, which draft with spec types "
+                                  f"none, ngram and draft (a draft model) only, so -md (a {arch} head, which reads "
+                                  "one sequence's features) would never be used; serve it with -np 1")
         if args.batch_size < args.parallel:
             raise PyspecError(f"-b {args.batch_size} (tokens per step) is smaller than -np {args.parallel}: each "
                               f"step holds at least one token of every sequence; use -b >= {args.parallel}")
         if args.ctx_size // args.parallel < 8:
             raise PyspecError(f"-c {args.ctx_size} split between -np {args.parallel} sequences leaves fewer than "
                               "8 tokens each; use a larger -c or a smaller -np")
-        if args.spec_type not in (None, "auto", "none", "ngram"):
+        if args.spec_type not in (None, "auto", "none", "ngram", "draft"):
             raise PyspecError(f"--spec-type {args.spec_type}: -np {args.parallel} batches several sequences, "
-                              "which draft with spec types none and ngram only; use one of those or -np 1")
+                              "which draft with spec types none, ngram and draft only; use one of those or -np 1")
     if args.n_predict < -1 or args.n_predict == 0:
         raise PyspecError(f"-n must be -1 (up to the context) or >= 1, got {args.n_predict}")
     if args.max_queue < 0:
@@ -413,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "/v1/models, /health, /metrics (Prometheus). -np N generations run at once: with 1 (the "
                     "default) one at a time; with N > 1 in one batch, one forward pass per step over every "
                     "running request, each in a sequence of its own with -c / N tokens of context and "
-                    "drafting with spec types none or ngram (-md needs -np 1). Further requests wait in a "
+                    "drafting with spec types none, ngram or draft (a draft model's context per sequence; "
+                    "EAGLE-3 and DFlash heads need -np 1). Further requests wait in a "
                     "bounded FIFO queue for a free sequence (--max-queue; one more gets 503 at once). With "
                     "exact kernels (the default) each request gets exactly the tokens it would get alone "
                     "(with that context). The generation flags "

@@ -227,7 +227,8 @@ class Job:
 
 
 # spec_types a batched server (-np > 1) runs: the drafters that hold one sequence's state apiece
-BATCH_SPEC_TYPES = ("none", "ngram")
+# ("draft": a draft-model context per running sequence, when the server has a draft model)
+BATCH_SPEC_TYPES = ("none", "ngram", "draft")
 
 
 def parse_request(body: dict, llm, config: ServeConfig, chat: bool, n_ctx: Optional[int] = None) -> Job:
@@ -280,9 +281,9 @@ def parse_request(body: dict, llm, config: ServeConfig, chat: bool, n_ctx: Optio
         raise APIError(400, str(e), param=param) from None
     if config.parallel > 1 and prepared[2] not in BATCH_SPEC_TYPES:
         raise APIError(400, f"spec_type={prepared[2]!r} cannot run here: this server batches -np "
-                            f"{config.parallel} sequences, which draft with {' or '.join(BATCH_SPEC_TYPES)} only "
-                            "(one n-gram drafter per request); ask for spec_type 'ngram' or 'none', or start the "
-                            "server with -np 1 for the other drafters", param="spec_type")
+                            f"{config.parallel} sequences, which draft with {', '.join(BATCH_SPEC_TYPES)} only "
+                            "(a drafter per sequence); ask for one of those, or start the server with -np 1 for "
+                            "the other drafters", param="spec_type")
     n_prompt = len(prepared[0])
     room = n_ctx - n_prompt  # what can still be generated
     if room < 1:
@@ -818,7 +819,8 @@ def create_app(llm, config: ServeConfig, state: Optional[_State] = None):
         return {"object": "list", "data": [{
             "id": config.model_name, "object": "model", "created": state.created, "owned_by": "pyspec",
             "meta": {"n_ctx": state.n_ctx, "n_vocab": llm.n_vocab,
-                     "spec_types": llm.spec_types if state.batch is None else list(BATCH_SPEC_TYPES),
+                     "spec_types": llm.spec_types if state.batch is None else
+                     [t for t in llm.spec_types if t in BATCH_SPEC_TYPES] or ["none"],
                      "chat_template": llm.chat_template is not None or llm.has_chat_template,
                      "parallel": config.parallel, "max_queue": config.max_queue}}]}
 

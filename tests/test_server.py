@@ -429,12 +429,14 @@ def test_a_model_without_a_chat_template(tiny_target):
 # ---- the CLI, auth, signals -----------------------------------------------------------------------
 
 def test_cli_refuses_bad_parallel_values_and_says_what_np_does(tmp_path, tiny_target, tiny_draft):
+    import tiny_draft_heads
+    head = tiny_draft_heads.write_dflash(tmp_path / "df.gguf", block_size=8)
     for args, says in ((["-np", "0"], "-np must be in [1, 64]"), (["-np", "65"], "-np must be in [1, 64]"),
                        (["-np", "4", "-b", "2"], "-b 2 (tokens per step) is smaller than -np 4"),
                        (["-np", "8", "-c", "32"], "leaves fewer than 8 tokens each"),
-                       (["-np", "2", "-md", str(tiny_draft)], "-md (a draft model, EAGLE-3 or DFlash head) would "
-                                                              "never be used"),
-                       (["-np", "2", "--spec-type", "draft"], "spec types none and ngram only")):
+                       (["-np", "2", "-md", str(head)], "-md (a dflash head, which reads one sequence's "
+                                                        "features) would never be used"),
+                       (["-np", "2", "--spec-type", "mtp"], "spec types none, ngram and draft only")):
         r = subprocess.run([sys.executable, "-m", "pyspec", "serve", "-m", str(tiny_target), *args],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
@@ -656,8 +658,8 @@ def test_np_2_queue_disconnect_and_the_next_request(chat_target, tiny_draft):
         wait_for(lambda: metrics(srv.url)[("pyspec:num_requests_waiting", ())] == 1, "C to wait")
         status, r = post(srv.url, "/v1/completions", {"prompt": "the", "max_tokens": 2})
         assert status == 503 and r["error"]["code"] == "queue_full" and "free sequence" in r["error"]["message"]
-        status, r = post(srv.url, "/v1/completions", {"prompt": "the", "spec_type": "draft"})
-        assert status == 400 and "-np 1" in r["error"]["message"]
+        status, r = post(srv.url, "/v1/completions", {"prompt": "the", "spec_type": "mtp"})
+        assert status == 400 and r["error"]["param"] == "spec_type"  # a drafter this LLM does not have
         resp.close()
         conn.close()  # A's client leaves while the loop is held
         assert gate.cancelled.wait(120), "the server did not cancel the sequence"
@@ -672,3 +674,23 @@ def test_np_2_queue_disconnect_and_the_next_request(chat_target, tiny_draft):
         assert m[("pyspec:num_requests_running", ())] == 0 and m[("pyspec:num_requests_waiting", ())] == 0
         status, r = post(srv.url, "/v1/completions", {"prompt": "the sort of", "max_tokens": 12, "ignore_eos": True})
         assert status == 200 and r["choices"][0]["text"] == want
+
+
+def test_np_2_with_a_draft_model_drafts_per_request(chat_target, tiny_draft):
+    # -np 2 -md DRAFT: spec_type "draft" runs in the batch (a draft context per running sequence), each
+    # request's output is its solo output, and its timings count the drafts
+    llm = pyspec.LLM(chat_target, n_ctx=2 * N_CTX, draft_model=tiny_draft)
+    solo = pyspec.LLM(chat_target, n_ctx=N_CTX)
+    prompts = ["the sort of", "x y z x y z", "def f(a):"]
+    with in_process(llm, parallel=2, max_queue=4) as srv:
+        status, r = request(srv.url, "GET", "/v1/models")
+        assert status == 200 and "draft" in r["data"][0]["meta"]["spec_types"]
+        threads = [_in_thread(post, srv.url, "/v1/completions", {"prompt": p, "max_tokens": 16, "ignore_eos": True,
+                                                                 "spec_type": "draft", "draft_n_max": 4})
+                   for p in prompts]
+        for (t, out), p in zip(threads, prompts):
+            t.join(300)
+            status, r = out["r"]
+            assert status == 200, r
+            assert r["choices"][0]["text"] == served_text(solo, p, max_tokens=16, ignore_eos=True, spec_type="none")
+            assert r["timings"]["draft_n"] > 0

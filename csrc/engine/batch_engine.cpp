@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "drafters/draft_model.h"
 #include "drafters/ngram.h"
 #include "engine/context.h"
 #include "engine/error.h"
@@ -66,15 +67,18 @@ BatchEngine::BatchEngine(std::shared_ptr<Model> target, const ContextParams & pa
 int64_t BatchEngine::add(const std::vector<llama_token> & prompt, const GenerateParams & gp,
                          std::shared_ptr<Drafter> drafter, bool record_logits) {
     validate(gp);
-    if (drafter && !dynamic_cast<NgramDrafter *>(drafter.get()))
+    // n-gram and draft-model drafters keep their state to themselves (a draft model: its own context);
+    // the feature drafters (MTP, EAGLE-3, DFlash) read the features of the target context's one sequence
+    if (drafter && !dynamic_cast<NgramDrafter *>(drafter.get()) && !dynamic_cast<DraftModelDrafter *>(drafter.get()))
         throw InvalidParameterError("the '" + drafter->name() + "' drafter cannot serve several sequences at once: "
-                                    "the batch engine (n_seq_max > 1, pyspec serve -np N) drafts with 'none' or "
-                                    "'ngram' only; use spec_type='ngram' or 'none', or run this request with one "
+                                    "the batch engine (n_seq_max > 1, pyspec serve -np N) drafts with 'none', "
+                                    "'ngram' or 'draft' only; use one of those, or run this request with one "
                                     "sequence (pyspec.LLM, pyspec serve -np 1)");
     for (const auto & a : active_) {
         if (drafter && a->drafter == drafter)
             throw InvalidParameterError("this drafter already drafts for sequence " + std::to_string(a->id) +
-                                        "; give every request a drafter of its own (a new NgramDrafter)");
+                                        "; give every request a drafter of its own (a new NgramDrafter, or a "
+                                        "DraftModelDrafter per sequence)");
     }
     if (prompt.empty()) throw InvalidParameterError("the prompt is empty; give at least one token");
     for (llama_token t : prompt) {
