@@ -23,6 +23,41 @@ QUANTS = ("q8_0", "q4_0", "q5_0", "q4_k_m", "q6_k")
 SHAPE = dict(n_embd=256, n_head=2, n_head_kv=1, n_ff=512, n_layer=2)
 
 
+class _NoisyOracleBase:
+    """Drafts the target's own continuation with every third draft corrupted at a random
+    position: exercises every verify width, full and partial acceptance (a _core.Drafter:
+    noisy_oracle() makes one)."""
+
+    def begin(self, prompt):
+        self.n = 0
+
+    def accept(self, n_accepted, emitted):
+        self.n += len(emitted)
+
+    def draft(self, n_max):
+        d = list(self.reference[self.n:self.n + n_max])
+        if d and self.rng.random() < 1 / 3:
+            d[self.rng.randrange(len(d))] = self.rng.randrange(3, self.n_vocab)
+        return d
+
+
+def noisy_oracle(reference, n_vocab, seed=0):
+    """A NoisyOracle drafter replaying `reference` (the plain output)."""
+    import random
+    from pyspec import _core
+
+    class NoisyOracle(_NoisyOracleBase, _core.Drafter):
+        def __init__(self):
+            _core.Drafter.__init__(self)
+            self.reference, self.n_vocab, self.rng = reference, n_vocab, random.Random(seed)
+    return NoisyOracle()
+
+
+def first_diff(a, b):
+    """The first position where two token lists differ (None when equal)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+
+
 def folder() -> Path | None:
     d = os.environ.get("PYSPEC_GPU_MODELS")
     return Path(d) if d else None

@@ -117,25 +117,8 @@ def test_cuda_exact_refuses_what_it_does_not_cover(models, name):
     assert len(fast.generate(PROMPT, max_tokens=8, ignore_eos=True).tokens) == 8
 
 
-class NoisyOracle(_core.Drafter):
-    """Drafts the target's own continuation with every third draft corrupted at a random
-    position: exercises every verify width, full and partial acceptance."""
-
-    def __init__(self, reference, n_vocab, seed=0):
-        super().__init__()
-        self.reference, self.n_vocab, self.rng = reference, n_vocab, random.Random(seed)
-
-    def begin(self, prompt):
-        self.n = 0
-
-    def accept(self, n_accepted, emitted):
-        self.n += len(emitted)
-
-    def draft(self, n_max):
-        d = list(self.reference[self.n:self.n + n_max])
-        if d and self.rng.random() < 1 / 3:
-            d[self.rng.randrange(len(d))] = self.rng.randrange(3, self.n_vocab)
-        return d
+def NoisyOracle(reference, n_vocab, seed=0):
+    return gpu_models.noisy_oracle(reference, n_vocab, seed)
 
 
 def _generate_with(llm, prompt, n, drafter, k):
@@ -143,8 +126,7 @@ def _generate_with(llm, prompt, n, drafter, k):
     return list(r["tokens"])
 
 
-def _first_diff(a, b):
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+_first_diff = gpu_models.first_diff
 
 
 def spec(llm, spec_type):

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
 
 import pyspec
-from pyspec import _core
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from gpu_models import first_diff, noisy_oracle  # noqa: E402  (tests/gpu_models.py: no numpy there)
 
 # code, prose, code, chat-like, repetitive (tests/test_gpu.py's PROMPTS)
 PROMPTS = [
@@ -31,30 +32,6 @@ PROMPTS = [
     "one two three four five six seven eight nine ten one two three",
 ]
 KS = (1, 3, 7, 8, 15)
-
-
-class NoisyOracle(_core.Drafter):
-    """Replays the plain output, one draft in three with a wrong token: every verify width, rejections too."""
-
-    def __init__(self, ref, n_vocab):
-        super().__init__()
-        self.ref, self.nv, self.rng = ref, n_vocab, random.Random(0)
-
-    def begin(self, prompt):
-        self.n = 0
-
-    def accept(self, n_accepted, emitted):
-        self.n += len(emitted)
-
-    def draft(self, n_max):
-        d = list(self.ref[self.n:self.n + n_max])
-        if d and self.rng.random() < 1 / 3:
-            d[self.rng.randrange(len(d))] = self.rng.randrange(3, self.nv)
-        return d
-
-
-def first_diff(a, b):
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def main() -> int:
@@ -111,7 +88,7 @@ def main() -> int:
             for k in KS:
                 if spec == "oracle":
                     r = model._engine.generate(model.tokenize(p), n_predict=args.n, draft_n_max=k, ignore_eos=True,
-                                               drafter=NoisyOracle(base, model.n_vocab))
+                                               drafter=noisy_oracle(base, model.n_vocab))
                     got, st = list(r["tokens"]), r["stats"]
                     drafted, accepted = st["draft_n"], st["draft_n_accepted"]
                 else:
