@@ -23,6 +23,17 @@ QUANTS = ("q8_0", "q4_0", "q5_0", "q4_k_m", "q6_k")
 SHAPE = dict(n_embd=256, n_head=2, n_head_kv=1, n_ff=512, n_layer=2)
 
 
+# prompts of the GPU end-to-end checks (tests/test_gpu.py, benchmarks/gpu/exact_matrix.py):
+# code, prose, code, chat-like, repetitive
+PROMPTS = [
+    "def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n",
+    "The history of the Roman Empire begins",
+    "import numpy as np\nimport torch\n\nclass Model(torch.nn.Module):\n",
+    "Q: What is the capital of France?\nA:",
+    "one two three four five six seven eight nine ten one two three",
+]
+
+
 class _NoisyOracleBase:
     """Drafts the target's own continuation with every third draft corrupted at a random
     position: exercises every verify width, full and partial acceptance (a _core.Drafter:

@@ -23,14 +23,8 @@ needs_gpu = pytest.mark.skipif(not _core.build_info()["gpu_offload"], reason="no
 PROMPT = "the of and to in is it"
 # 1..17 (every verify of up to 16 drafts), then the chunked widths up to the exact maximum (65)
 WIDTHS = list(range(1, 18)) + [24, 32, 64, 65]
-# prompts for the end-to-end checks: code, prose, a list, chat-like, repetitive
-PROMPTS = [
-    "def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n",
-    "The history of the Roman Empire begins",
-    "import numpy as np\nimport torch\n\nclass Model(torch.nn.Module):\n",
-    "Q: What is the capital of France?\nA:",
-    "one two three four five six seven eight nine ten one two three",
-]
+# prompts for the end-to-end checks: code, prose, code, chat-like, repetitive
+PROMPTS = gpu_models.PROMPTS
 
 
 @pytest.fixture(scope="module")

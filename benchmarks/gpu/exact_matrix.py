@@ -21,16 +21,8 @@ from pathlib import Path
 import pyspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from gpu_models import first_diff, noisy_oracle  # noqa: E402  (tests/gpu_models.py: no numpy there)
+from gpu_models import PROMPTS, first_diff, noisy_oracle  # noqa: E402  (tests/gpu_models.py: no numpy there)
 
-# code, prose, code, chat-like, repetitive (tests/test_gpu.py's PROMPTS)
-PROMPTS = [
-    "def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n",
-    "The history of the Roman Empire begins",
-    "import numpy as np\nimport torch\n\nclass Model(torch.nn.Module):\n",
-    "Q: What is the capital of France?\nA:",
-    "one two three four five six seven eight nine ten one two three",
-]
 KS = (1, 3, 7, 8, 15)
 
 
