@@ -1,10 +1,10 @@
 """LLM(rpc=[...]): a model split over `pyspec rpc-server` processes (llama.cpp's RPC backend, patch 0011),
 on localhost: the output equals the single-process output, bad or dead servers give clear errors."""
 import json
-import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -12,7 +12,9 @@ import pytest
 import pyspec
 from conftest import PROMPTS
 
-THIS = os.path.dirname(os.path.abspath(__file__))
+# subprocesses run `python -m pyspec` outside the checkout, so that they import the installed package
+# (the checkout's pyspec/ has no compiled _core unless installed in place)
+CWD = tempfile.gettempdir()
 
 
 def free_port() -> int:
@@ -25,7 +27,7 @@ def start_server(*extra, threads: int = 1):
     """A `pyspec rpc-server` on a free localhost port; returns (process, "127.0.0.1:port") once it listens."""
     port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "pyspec", "rpc-server", "--port", str(port), "-t", str(threads),
-                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=CWD)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert p.poll() is None, p.stdout.read()
@@ -76,7 +78,7 @@ def test_rpc_as_a_comma_separated_string_and_on_the_cli(tiny_target, two_servers
     gc.collect()
     out = subprocess.run([sys.executable, "-m", "pyspec", "generate", "-m", str(tiny_target), "-c", "256",
                           "--rpc", ",".join(two_servers), "-p", PROMPTS[0], "-n", "12", "--ignore-eos", "--json"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, cwd=CWD)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)["text"] == want
 
@@ -147,7 +149,7 @@ print(json.dumps({"error": err, "local_equal": local == first}), flush=True)
 def test_server_lost_mid_session_raises_and_the_process_lives_on(tiny_target):
     p, ep = start_server()
     c = subprocess.Popen([sys.executable, "-c", _LOST, str(tiny_target), ep], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CWD)
     try:
         assert c.stdout.readline().strip() == "READY", c.stderr.read()[-2000:]
         stop(p)
