@@ -123,9 +123,9 @@ class LLM:
       flash_attn: None (llama.cpp's choice), True or False. Exact kernels use
         their own setting.
       type_k, type_v: KV cache types ("f16", "q8_0", ...).
-      type_k_draft, type_v_draft: the draft model's KV cache types (a draft model only; the
-        other drafters' contexts are f16). They change how many drafts are accepted, never
-        the output.
+      type_k_draft, type_v_draft: the drafter's KV cache types (a draft model's, an MTP,
+        EAGLE-3 or DFlash drafter's context). They change how many drafts are accepted,
+        never the output.
       swa_full: sliding-window layers (Gemma 3's local layers) keep every position, as
         llama.cpp's swa_full. False (default): a ring of n_swa + n_batch cells each, several
         times less KV at long context; exact too (rollback reuses only cells the window
@@ -550,17 +550,19 @@ def _open(path: str, draft_path: Optional[str], *, mtp: Optional[bool], n_ctx: i
         dmodel = _core.Model(draft_path, n_gpu_layers=n_gpu_layers, repack=repack, no_alloc=no_alloc)
         # Built now: a draft file that does not fit the target is refused at load.
         if darch == "eagle3":
-            drafters.add("eagle3", _core.Eagle3Drafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn))
+            drafters.add("eagle3", _core.Eagle3Drafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn,
+                                                       type_k=draft_kv[0], type_v=draft_kv[1]))
         elif darch == "dflash":
             drafters.add("dflash", _core.DFlashDrafter(engine, dmodel, n_threads=n_threads, flash_attn=flash_attn,
-                                                       window=dflash_window))
+                                                       window=dflash_window, type_k=draft_kv[0], type_v=draft_kv[1]))
         else:
             drafters.add("draft", _core.DraftModelDrafter(dmodel, model, n_ctx=n_ctx, n_threads=n_threads,
                                                           exact=exact, flash_attn=flash_attn,
                                                           type_k=draft_kv[0], type_v=draft_kv[1]))
     if load_mtp:
         # Built on first use: its context is not allocated for runs that do not draft with it.
-        drafters.add_lazy("mtp", lambda: _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn))
+        drafters.add_lazy("mtp", lambda: _core.MtpDrafter(engine, n_threads=n_threads, flash_attn=flash_attn,
+                                                          type_k=draft_kv[0], type_v=draft_kv[1]))
     return model, engine, dmodel, drafters
 
 

@@ -35,8 +35,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto")
     g.add_argument("-ctk", "--cache-type-k", default="f16", help="K cache type (f16, q8_0, ...)")
     g.add_argument("-ctv", "--cache-type-v", default="f16", help="V cache type (f16, q8_0, ...)")
-    g.add_argument("-ctkd", "--cache-type-k-draft", default="f16", help="the draft model's K cache type")
-    g.add_argument("-ctvd", "--cache-type-v-draft", default="f16", help="the draft model's V cache type")
+    g.add_argument("-ctkd", "--cache-type-k-draft", default="f16", help="the drafter's K cache type (draft model, MTP, EAGLE-3, DFlash)")
+    g.add_argument("-ctvd", "--cache-type-v-draft", default="f16", help="the drafter's V cache type")
     g.add_argument("--swa-full", action="store_true",
                    help="full-size cache for sliding-window layers (default: a window-sized ring, exact too)")
     g.add_argument("--kernels", choices=["exact", "fast"], default="exact",

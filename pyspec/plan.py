@@ -234,9 +234,9 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
         return out if (k0, v0) in out else [(k0, v0)] + out
 
     kvs = kv_steps(type_k, type_v)
-    # only a draft model's context takes KV types (the heads' contexts are f16)
+    # the drafter file's context (a draft model, an EAGLE-3 or DFlash head) takes the draft KV types
     draft_kvs = [(type_k_draft, type_v_draft)]
-    if dpath and darch not in ("eagle3", "dflash"):
+    if dpath:
         draft_kvs = kv_steps(type_k_draft, type_v_draft)
     batches = _halvings(n_batch, MIN_BATCH)
     windows = _halvings(min(dflash_window or n_ctx, n_ctx), MIN_WINDOW) if darch == "dflash" else [dflash_window]
@@ -349,7 +349,7 @@ def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tr
         notes.append(f"n_gpu_layers={n_gpu_layers} as given: choosing the GPU layers is not done yet (the "
                      "planner's GPU stage); drafter parts are not split by device; the budget counts all devices")
     notes.append("host logits buffer: a bound (65 rows of logits), allocated by llama.cpp on first use")
-    draft_model = darch is not None and darch not in ("eagle3", "dflash")
+    draft_model = darch is not None  # a drafter file: its context's KV types were chosen
     return Plan(fits=fits, budget_bytes=budget_bytes, n_ctx=sized_ctx, type_k=c.type_k, type_v=c.type_v,
                 n_batch=c.n_batch, dflash_window=c.dflash_window if darch == "dflash" else None,
                 type_k_draft=c.type_k_draft if draft_model else None,

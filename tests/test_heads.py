@@ -277,3 +277,33 @@ def test_wrong_pairings_raise_clear_errors(files, model_dir):
         llm.generate("the", spec_type="dflash")
     # the LLM is still usable after the errors
     assert len(llm.generate("the of", max_tokens=8, ignore_eos=True).tokens) == 8
+
+
+@pytest.fixture(scope="module")
+def files32(model_dir, files):
+    """Heads with 32-wide attention heads: quantized KV caches need head sizes of whole 32-value blocks."""
+    d = model_dir
+    return {**files,
+            "mtp32": mtp_models.write_mtp_dense(d / "h_mtp32.gguf", seed=1, n_layer=1, mimic=True, head_noise=0.3,
+                                                n_head=2, n_head_kv=1),
+            "dflash32": heads.write_dflash(d / "h_dflash32.gguf", block_size=16, n_head=2, n_head_kv=1)}
+
+
+@pytest.mark.parametrize("spec_type, target, draft", [("mtp", "mtp32", None), ("eagle3", "bigram", "eagle3_noisy"),
+                                                      ("dflash", "target", "dflash32")])
+def test_drafter_kv_types_shrink_its_cache_and_keep_the_output(files32, spec_type, target, draft):
+    # type_k_draft / type_v_draft reach the feature drafters' contexts too: a q8_0 KV cache is smaller
+    # than the f16 one, the drafts still come (and are accepted), the output is still the target's own
+    f16 = _llm(files32, target, draft)
+    quant = _llm(files32, target, draft, type_k_draft="q8_0", type_v_draft="q8_0")
+    kv = lambda llm: llm._drafters[spec_type].memory()["kv_bytes"]  # noqa: E731
+    assert 0 < kv(quant) < kv(f16)
+    drafted = accepted = 0
+    for p in PROMPTS:
+        g = quant.generate(p, max_tokens=N, draft_n_max=4, ignore_eos=True, spec_type=spec_type)
+        assert g.tokens == f16.generate(p, max_tokens=N, ignore_eos=True, spec_type="none").tokens, p
+        drafted, accepted = drafted + g.stats.draft_n, accepted + g.stats.draft_n_accepted
+    assert drafted > 0
+    assert accepted > 0 or spec_type == "dflash"  # the random DFlash head accepts nothing either way
+    with pytest.raises(pyspec.InvalidParameterError, match="type_k_draft must be one of"):
+        _llm(files32, target, draft, type_k_draft="q3")

@@ -63,7 +63,7 @@ def test_prediction_equals_the_real_allocation(files, target, draft):
     kw = {"draft_model": files[draft]} if draft else {}
     budget = _smallest_total(files, target, **kw)
     p = pyspec.plan(files[target], budget=budget, n_ctx=N_CTX, **kw)
-    if draft == "draft":  # a draft model's KV is quantized first: it never changes the output
+    if draft in ("draft", "dflash"):  # the drafter's KV is quantized first: it never changes the output
         assert p.fits and p.total_bytes <= budget and (p.type_k, p.type_v) == ("f16", "f16")
         assert (p.type_k_draft, p.type_v_draft) != ("f16", "f16")
     else:

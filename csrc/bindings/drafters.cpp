@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/bindings.h"
+#include "engine/context.h"
 #include "drafters/draft_model.h"
 #include "drafters/dflash.h"
 #include "drafters/eagle3.h"
@@ -98,12 +99,15 @@ void register_drafters(py::module_ & m) {
                  return r;
              }, "Bytes of the draft model's context (its weights are the Model's).");
 
-    auto head_params = [](int32_t n_threads, float p_min, int32_t flash_attn, uint32_t window) {
+    auto head_params = [](int32_t n_threads, float p_min, int32_t flash_attn, uint32_t window,
+                          const std::string & type_k, const std::string & type_v) {
         HeadParams p;
         p.n_threads = n_threads;
         p.p_min = p_min;
         p.flash_attn = flash_attn;
         p.window = window;
+        p.type_k = kv_type_from_name(type_k);
+        p.type_v = kv_type_from_name(type_v);
         return p;
     };
     py::class_<FeatureDrafter, Drafter, std::shared_ptr<FeatureDrafter>>(m, "FeatureDrafter", R"pbdoc(
@@ -125,37 +129,42 @@ void register_drafters(py::module_ & m) {
         Drafts with the target's own MTP (next-token-prediction) layers; the
         engine's Model must be loaded with load_mtp=True.
     )pbdoc")
-        .def(py::init([head_params](std::shared_ptr<Engine> engine, int32_t n_threads, float p_min, int32_t flash_attn) {
+        .def(py::init([head_params](std::shared_ptr<Engine> engine, int32_t n_threads, float p_min, int32_t flash_attn,
+                                    const std::string & type_k, const std::string & type_v) {
+                 HeadParams p = head_params(n_threads, p_min, flash_attn, 0, type_k, type_v);
                  py::gil_scoped_release nogil;
-                 return std::make_shared<MtpDrafter>(std::move(engine), head_params(n_threads, p_min, flash_attn, 0));
+                 return std::make_shared<MtpDrafter>(std::move(engine), p);
              }),
-             py::arg("engine"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f, py::arg("flash_attn") = -1);
+             py::arg("engine"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f, py::arg("flash_attn") = -1,
+             py::arg("type_k") = "f16", py::arg("type_v") = "f16");
     py::class_<Eagle3Drafter, FeatureDrafter, std::shared_ptr<Eagle3Drafter>>(m, "Eagle3Drafter", R"pbdoc(
         Drafts with an EAGLE-3 head (GGUF architecture eagle3) built for the
         engine's target; DraftMismatchError / VocabMismatchError otherwise.
     )pbdoc")
         .def(py::init([head_params](std::shared_ptr<Engine> engine, std::shared_ptr<Model> head, int32_t n_threads,
-                                    float p_min, int32_t flash_attn) {
+                                    float p_min, int32_t flash_attn, const std::string & type_k, const std::string & type_v) {
+                 HeadParams p = head_params(n_threads, p_min, flash_attn, 0, type_k, type_v);
                  py::gil_scoped_release nogil;
-                 return std::make_shared<Eagle3Drafter>(std::move(engine), std::move(head),
-                                                        head_params(n_threads, p_min, flash_attn, 0));
+                 return std::make_shared<Eagle3Drafter>(std::move(engine), std::move(head), p);
              }),
              py::arg("engine"), py::arg("head"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f,
-             py::arg("flash_attn") = -1);
+             py::arg("flash_attn") = -1, py::arg("type_k") = "f16", py::arg("type_v") = "f16");
     py::class_<DFlashDrafter, FeatureDrafter, std::shared_ptr<DFlashDrafter>>(m, "DFlashDrafter", R"pbdoc(
         Drafts a block per forward with a DFlash drafter (GGUF architecture
         dflash) built for the engine's target; its memory keeps the features
         of the last `window` target positions (0: the whole context).
     )pbdoc")
         .def(py::init([head_params](std::shared_ptr<Engine> engine, std::shared_ptr<Model> drafter, int32_t n_threads,
-                                    float p_min, int32_t flash_attn, uint32_t window, bool all_outputs) {
-                 HeadParams p = head_params(n_threads, p_min, flash_attn, window);
+                                    float p_min, int32_t flash_attn, uint32_t window, bool all_outputs,
+                                    const std::string & type_k, const std::string & type_v) {
+                 HeadParams p = head_params(n_threads, p_min, flash_attn, window, type_k, type_v);
                  p.all_outputs = all_outputs;
                  py::gil_scoped_release nogil;
                  return std::make_shared<DFlashDrafter>(std::move(engine), std::move(drafter), p);
              }),
              py::arg("engine"), py::arg("drafter"), py::arg("n_threads") = 0, py::arg("p_min") = 0.0f,
              py::arg("flash_attn") = -1, py::arg("window") = 0, py::arg("all_outputs") = false,
+             py::arg("type_k") = "f16", py::arg("type_v") = "f16",
              "all_outputs: read the block through every row up to the last one used (a check of the "
              "row mapping; slower)")
         .def_property_readonly("block_size", &DFlashDrafter::block_size)

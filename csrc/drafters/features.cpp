@@ -21,6 +21,8 @@ ContextSpec FeatureDrafter::base_spec() const {
     cs.n_threads = p_.n_threads > 0 ? p_.n_threads : llama_n_threads(tgt_);
     cs.exact = false;  // drafts never change the output: fast kernels
     cs.flash_attn = p_.flash_attn;
+    cs.type_k = p_.type_k;
+    cs.type_v = p_.type_v;
     cs.other = tgt_;   // drafters without their own embeddings / LM head use the target's
     return cs;
 }

@@ -40,6 +40,10 @@ struct HeadParams {
     // graph: only those rows). Same drafts either way; a check of the row
     // mapping, slower.
     bool all_outputs = false;
+    // The drafter context's KV cache types (LLM's type_k_draft / type_v_draft): they change which
+    // drafts are proposed, never the output.
+    ggml_type type_k = GGML_TYPE_F16;
+    ggml_type type_v = GGML_TYPE_F16;
 };
 
 // Bytes a drafter holds beyond its weights, for memory reports.
