@@ -38,16 +38,22 @@ const float * penalized_logits(const float * logits, int32_t n_vocab, const Samp
                                const llama_token * context, size_t n_context, std::vector<float> & scratch) {
     if (!penalties_active(p) || n_context == 0) return logits;
     const size_t n = p.penalty_last_n < 0 ? n_context : std::min(n_context, size_t(p.penalty_last_n));
-    std::vector<llama_token> window(context + (n_context - n), context + n_context);
-    std::sort(window.begin(), window.end());
+    // Counts per token by one pass over the window (a window of the whole context is 262k tokens at
+    // long context, and this runs for every sampled row: no sort). The counts live in a per-thread
+    // array that is left zeroed again; each distinct token is penalized once, so the order in which
+    // they are visited does not change any result.
+    thread_local std::vector<int32_t> counts;
+    thread_local std::vector<llama_token> distinct;
+    if (counts.size() < size_t(n_vocab)) counts.assign(size_t(n_vocab), 0);
+    distinct.clear();
+    for (const llama_token * t = context + (n_context - n); t != context + n_context; ++t) {
+        if (*t < 0 || *t >= n_vocab) continue;
+        if (counts[size_t(*t)]++ == 0) distinct.push_back(*t);
+    }
     scratch.assign(logits, logits + n_vocab);
-    for (size_t i = 0; i < window.size();) {
-        const llama_token t = window[i];
-        size_t j = i;
-        while (j < window.size() && window[j] == t) ++j;
-        const int count = int(j - i);
-        i = j;
-        if (t < 0 || t >= n_vocab) continue;
+    for (const llama_token t : distinct) {
+        const int count = counts[size_t(t)];
+        counts[size_t(t)] = 0;
         // llama.cpp's penalties sampler, operation for operation (float)
         float & l = scratch[size_t(t)];
         if (l <= 0) {
