@@ -186,9 +186,6 @@ class LLM:
         self.rpc = None
         if rpc is not None:
             from .rpc import check_servers
-            if memory_budget is not None:
-                raise InvalidParameterError("memory_budget= does not count RPC servers' devices yet: "
-                                            "give n_ctx and the KV types yourself with rpc=")
             self.rpc = check_servers(rpc, exact=kernels == "exact")
         if n_gpu_layers != 0 and not self.rpc and not _core.build_info()["gpu_offload"]:
             raise InvalidParameterError(
@@ -207,7 +204,8 @@ class LLM:
             self.plan = plan(path, budget=memory_budget, n_ctx=n_ctx, draft_model=draft_model,
                              n_gpu_layers=n_gpu_layers, n_batch=n_batch, type_k=type_k, type_v=type_v,
                              dflash_window=dflash_window, kernels=kernels, flash_attn=flash_attn, mtp=mtp,
-                             swa_full=swa_full, type_k_draft=type_k_draft, type_v_draft=type_v_draft)
+                             swa_full=swa_full, type_k_draft=type_k_draft, type_v_draft=type_v_draft,
+                             rpc=self.rpc)
             if not self.plan.fits:
                 raise MemoryBudgetError(self.plan.message)
             type_k, type_v, n_batch = self.plan.type_k, self.plan.type_v, self.plan.n_batch

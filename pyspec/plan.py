@@ -14,7 +14,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from . import _core
 from ._gguf import check_gguf
@@ -91,6 +91,7 @@ class Plan:
     max_n_ctx: Optional[int] = None   # when nothing fits: the largest context that does (0: none)
     message: str = ""
     notes: list = field(default_factory=list)
+    rpc: Optional[list] = None  # RPC servers whose devices hold the layers (LLM(rpc=...))
 
     def llm_kwargs(self) -> dict:
         """The LLM keywords of the chosen configuration."""
@@ -102,6 +103,8 @@ class Plan:
             kw["swa_full"] = True
         if self.type_k_draft is not None:
             kw.update(type_k_draft=self.type_k_draft, type_v_draft=self.type_v_draft)
+        if self.rpc:
+            kw["rpc"] = list(self.rpc)
         return kw
 
     def by_part(self) -> dict:
@@ -152,7 +155,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
          n_gpu_layers: int = 0, n_batch: int = 512, type_k: str = "f16", type_v: str = "f16",
          dflash_window: int = 4096, kernels: str = "exact", flash_attn: Optional[bool] = None,
          mtp: Optional[bool] = None, swa_full: bool = False, type_k_draft: str = "f16",
-         type_v_draft: str = "f16") -> Plan:
+         type_v_draft: str = "f16", rpc: Optional[Union[Sequence[str], str]] = None) -> Plan:
     """Chooses the configuration of an LLM with these files and n_ctx that fits `budget`
     ("48GiB", "512MiB", "2GB" or bytes), from llama.cpp's simulated allocations: nothing is loaded.
 
@@ -169,6 +172,9 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
 
     n_gpu_layers is used as given (and must be 0 in a build without a GPU backend): choosing
     the layers on the GPU is the planner's GPU stage. The budget counts every device together.
+    rpc: the LLM's RPC servers (LLM(rpc=...)), asked for their devices' allocation sizes like the
+    local ones (the servers must be running): their rows are the RPCn devices, and the budget
+    counts them with this machine's.
     """
     from .api import KV_TYPES, _open
     budget_bytes = parse_size(budget)
@@ -183,7 +189,10 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
     if kernels not in ("exact", "fast"):
         raise InvalidParameterError(f"kernels must be 'exact' or 'fast', got {kernels!r}")
     gpu = bool(_core.build_info()["gpu_offload"])
-    if n_gpu_layers != 0 and not gpu:
+    if rpc is not None:
+        from .rpc import check_servers
+        rpc = check_servers(rpc, exact=kernels == "exact")
+    if n_gpu_layers != 0 and not gpu and not rpc:
         raise InvalidParameterError(
             f"n_gpu_layers={n_gpu_layers} but this pyspec build has no GPU backend; "
             "rebuild with PYSPEC_CUDA=1 (see README) or use n_gpu_layers=0")
@@ -205,7 +214,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
             model, engine, dmodel, drafters = _open(
                 path, dpath, mtp=mtp, n_ctx=c.n_ctx, n_batch=c.n_batch, n_threads=1, n_gpu_layers=n_gpu_layers,
                 flash_attn=fa, type_k=c.type_k, type_v=c.type_v, kernels=kernels, dflash_window=c.dflash_window,
-                swa_full=swa_full, no_alloc=True, draft_kv=(c.type_k_draft, c.type_v_draft))
+                swa_full=swa_full, no_alloc=True, draft_kv=(c.type_k_draft, c.type_v_draft), rpc=rpc)
             name = next(iter(drafters), "none") if spec_type in (None, "auto") else spec_type
             if name not in drafters and name not in ("none", "ngram"):
                 raise InvalidParameterError(f"spec_type={name!r} is not available for these files; "
@@ -224,7 +233,7 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
         for n in (256, 512):
             _, e, _, _ = _open(path, None, mtp=False, n_ctx=n, n_batch=min(c.n_batch, n), n_threads=1,
                                n_gpu_layers=n_gpu_layers, flash_attn=fa, type_k=c.type_k, type_v=c.type_v,
-                               kernels=kernels, dflash_window=0, swa_full=swa_full, no_alloc=True)
+                               kernels=kernels, dflash_window=0, swa_full=swa_full, no_alloc=True, rpc=rpc)
             kv.append(e.memory()["kv_bytes"])
         return max(2 * kv[0] - kv[1], 0)
 
@@ -260,13 +269,13 @@ def plan(model_path: Optional[Union[str, os.PathLike]] = None, *, budget: Union[
             r = simulate(c)
             if not isinstance(r, PyspecError) and total_of(r) <= budget_bytes:
                 return _make_plan(True, budget_bytes, c, r[1], r[2], r[0], total_of(r), len(cache), darch,
-                                  n_gpu_layers, kernels, gpu, swa_full)
+                                  n_gpu_layers, kernels, gpu, swa_full, rpc)
     if smallest is None:
         raise first_error  # every configuration was refused for a reason other than memory
     c, total = smallest
     parts, sized_ctx, name = simulate(c)
     p = _make_plan(False, budget_bytes, c, sized_ctx, name, parts, total, len(cache), darch, n_gpu_layers, kernels,
-                   gpu, swa_full)
+                   gpu, swa_full, rpc)
 
     # The largest context that fits with the smallest configuration: llama.cpp sizes contexts in
     # multiples of 256, and a larger context never needs less memory.
@@ -341,9 +350,12 @@ def _parts(engine, dmodel, drafters: dict, recurrent_bytes: int, n_vocab: int) -
 
 
 def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tried, darch, n_gpu_layers, kernels,
-               gpu, swa_full) -> Plan:
+               gpu, swa_full, rpc=None) -> Plan:
     notes = []
-    if not gpu:
+    if rpc:
+        notes.append(f"RPC servers {', '.join(rpc)}: the RPCn rows are their devices (in the order given); the "
+                     "budget counts them with this machine's; drafters stay on this machine")
+    elif not gpu:
         notes.append("this build has no GPU backend: everything is in host memory")
     else:
         notes.append(f"n_gpu_layers={n_gpu_layers} as given: choosing the GPU layers is not done yet (the "
@@ -356,7 +368,7 @@ def _make_plan(fits, budget_bytes, c: _Config, sized_ctx, name, parts, total, tr
                 type_v_draft=c.type_v_draft if draft_model else None,
                 n_gpu_layers=n_gpu_layers, spec_type=name, kernels=kernels, swa_full=swa_full, parts=parts,
                 total_bytes=total,
-                configurations_tried=tried, notes=notes)
+                configurations_tried=tried, notes=notes, rpc=rpc or None)
 
 
 def cmd_plan(args) -> int:
@@ -364,7 +376,7 @@ def cmd_plan(args) -> int:
              spec_type=args.spec_type, n_gpu_layers=args.n_gpu_layers, n_batch=args.batch_size,
              type_k=args.cache_type_k, type_v=args.cache_type_v, dflash_window=args.dflash_window,
              kernels=args.kernels, swa_full=args.swa_full, type_k_draft=args.cache_type_k_draft,
-             type_v_draft=args.cache_type_v_draft)
+             type_v_draft=args.cache_type_v_draft, rpc=args.rpc)
     if args.json:
         print(json.dumps(p.to_dict()))
         return 0 if p.fits else 1
@@ -375,7 +387,8 @@ def cmd_plan(args) -> int:
                  + (f" --dflash-window {kw['dflash_window']}" if "dflash_window" in kw else "")
                  + (f" -ngl {kw['n_gpu_layers']}" if kw["n_gpu_layers"] else "")
                  + (" --swa-full" if kw.get("swa_full") else "")
-                 + (f" -ctkd {kw['type_k_draft']} -ctvd {kw['type_v_draft']}" if "type_k_draft" in kw else ""))
+                 + (f" -ctkd {kw['type_k_draft']} -ctvd {kw['type_v_draft']}" if "type_k_draft" in kw else "")
+                 + (f" --rpc {','.join(kw['rpc'])}" if "rpc" in kw else ""))
         print(f"run it with: pyspec generate {flags} ...  (or LLM(..., n_ctx={args.ctx_size}, "
               f"memory_budget={args.budget!r}))")
     return 0 if p.fits else 1
@@ -401,11 +414,13 @@ def add_plan_parser(sub) -> argparse.ArgumentParser:
     a.add_argument("-ctk", "--cache-type-k", default="f16", help="the most precise K cache type (default: f16)")
     a.add_argument("-ctv", "--cache-type-v", default="f16", help="the most precise V cache type (default: f16)")
     a.add_argument("-ctkd", "--cache-type-k-draft", default="f16",
-                   help="the most precise K cache type of a draft model (default: f16)")
+                   help="the most precise K cache type of the drafter (default: f16)")
     a.add_argument("-ctvd", "--cache-type-v-draft", default="f16",
-                   help="the most precise V cache type of a draft model (default: f16)")
+                   help="the most precise V cache type of the drafter (default: f16)")
     a.add_argument("--dflash-window", type=int, default=4096, help="the largest DFlash window (0: the context)")
     a.add_argument("--kernels", choices=["exact", "fast"], default="exact")
+    a.add_argument("--rpc", default=None, metavar="SERVERS",
+                   help="comma-separated HOST:PORT of running `pyspec rpc-server`s that hold the layers")
     a.add_argument("--swa-full", action="store_true",
                    help="size sliding-window layers for every position (default: a window-sized ring)")
     a.add_argument("--json", action="store_true", help="print the plan as one JSON object")

@@ -178,3 +178,27 @@ def test_default_model_over_rpc_equals_one_process(gemma, gemma_path):
         del remote
     finally:
         stop(p)
+
+
+def test_planner_counts_the_servers_devices(tiny_target, two_servers):
+    # pyspec.plan(rpc=...) simulates the allocation on the servers' devices: their rows are RPC0 / RPC1,
+    # the budget counts them, and an LLM made from the plan allocates what it predicted, device by device
+    import gc
+    gc.collect()  # one client process per server: earlier LLMs of this module are gone
+    from test_plan import _planned_parts, _real_parts
+    big = pyspec.plan(tiny_target, budget="1TiB", n_ctx=8192, rpc=two_servers)
+    assert big.fits and big.rpc == two_servers and big.llm_kwargs()["rpc"] == two_servers
+    weights_on = {part.device for part in big.parts if part.part == "weights"}
+    assert {"RPC0", "RPC1"} <= weights_on, big.parts
+    tight = pyspec.plan(tiny_target, budget=big.total_bytes - 1, n_ctx=8192, rpc=two_servers)
+    assert tight.fits and tight.total_bytes < big.total_bytes
+    llm = pyspec.LLM(tiny_target, **tight.llm_kwargs())
+    assert _planned_parts(tight) == _real_parts(llm)
+    by_device = lambda bufs: sorted((b["device"], b["model_bytes"]) for b in bufs if b["device"])  # noqa: E731
+    assert by_device(llm._engine.memory_by_buffer()) == sorted(
+        (part.device, part.bytes) for part in tight.parts if part.part == "weights" and part.device.startswith("RPC"))
+    del llm
+    gc.collect()
+    # LLM(memory_budget=..., rpc=...) plans the same way
+    llm = pyspec.LLM(tiny_target, n_ctx=8192, memory_budget=tight.total_bytes, rpc=two_servers)
+    assert llm.plan.llm_kwargs() == tight.llm_kwargs()
