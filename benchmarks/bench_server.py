@@ -8,6 +8,8 @@ per sequence and threads), in one run. Every stream sends its requests one after
     python benchmarks/bench_server.py                      # writes benchmarks/out/server.json
     python benchmarks/bench_server.py --update-md BENCHMARKS.md
     python benchmarks/bench_server.py --llama-server PATH  # a llama-server binary already built
+    python benchmarks/bench_server.py --soak 600 --soak-streams 64 --update-md BENCHMARKS.md
+                                                           # 64 streams for 10 minutes: errors and memory
 
 Inter-token latency is the gap between two streamed tokens: pyspec sends every token of a step at
 the step's end (accepted drafts come in a burst), llama-server one token per step.
@@ -167,6 +169,82 @@ def load(port: int, streams: int, requests: int, max_tokens: int, extra: dict, s
             "texts": {r["prompt"]: r["text"] for r in results}}
 
 
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def soak(model: str, streams: int, seconds: float, max_tokens: int, ctx_per_seq: int, threads: int, logs: Path,
+         env: dict) -> dict:
+    """`pyspec serve -np streams`, `streams` clients each sending streaming requests back to back (greedy, every
+    other one with n-gram speculation, prompts in turn) for `seconds`; the server's resident memory sampled
+    every 5 s. Returns the counts, the errors and the memory curve."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "pyspec", "serve", "-m", model, "-c", str(ctx_per_seq * streams), "-np", str(streams),
+           "-t", str(threads), "-b", "512", "--max-queue", str(streams), "--port", str(port)]
+    srv = ServerProc(cmd, logs / f"pyspec-soak-np{streams}.log", env=env)
+    done, errors, tokens, texts, rss = [], [], [0], {}, []
+    stop_at = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client(i):
+        j = 0
+        while time.monotonic() < stop_at:
+            prompt = PROMPTS[(i + j) % len(PROMPTS)]
+            spec = "ngram" if (i + j) % 2 else "none"
+            body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "temperature": 0, "ignore_eos": True,
+                    "spec_type": spec}
+            try:
+                r = stream_completion(port, body)
+                with lock:
+                    done.append(spec)
+                    tokens[0] += len(r["times"])
+                    texts.setdefault(prompt, set()).add(r["text"])
+            except Exception as e:  # noqa: BLE001 - counted, reported
+                with lock:
+                    errors.append(str(e)[:300])
+            j += 1
+
+    def sampler():
+        t0 = time.monotonic()
+        while time.monotonic() < stop_at + 1:
+            rss.append((round(time.monotonic() - t0, 1), rss_bytes(srv.proc.pid)))
+            time.sleep(5)
+    t0 = time.perf_counter()
+    threads_ = [threading.Thread(target=client, args=(i,)) for i in range(streams)] + [threading.Thread(target=sampler)]
+    try:
+        for t in threads_:
+            t.start()
+        for t in threads_:
+            t.join()
+    finally:
+        srv.stop()
+    wall = time.perf_counter() - t0
+    after_warmup = [b for s, b in rss if s >= min(60.0, seconds / 4)] or [b for _, b in rss]
+    return {"streams": streams, "seconds": seconds, "wall_s": wall, "requests": len(done), "tokens": tokens[0],
+            "tok_s": tokens[0] / wall, "errors": errors, "texts_agree": all(len(v) == 1 for v in texts.values()),
+            "rss_start_mib": rss[0][1] / 2**20 if rss else 0.0,
+            "rss_after_warmup_mib": after_warmup[0] / 2**20 if after_warmup else 0.0,
+            "rss_end_mib": rss[-1][1] / 2**20 if rss else 0.0,
+            "rss_max_mib": max(b for _, b in rss) / 2**20 if rss else 0.0, "rss_curve": rss}
+
+
+def soak_markdown(r: dict, model: str, threads: int, max_tokens: int) -> str:
+    return "\n".join([
+        f"{date.today().isoformat()}, {Path(model).name}, {os.cpu_count()} CPUs, {threads} threads: `python "
+        f"benchmarks/bench_server.py --soak {r['seconds']:.0f} --soak-streams {r['streams']}`, one run. "
+        f"`pyspec serve -np {r['streams']}` and {r['streams']} clients on localhost, each sending streaming "
+        f"requests of {max_tokens} greedy tokens back to back (every other one with n-gram speculation) for "
+        f"{r['seconds']:.0f} s.", "",
+        "| streams | requests | errors | tokens | tok/s | outputs per prompt | RSS start | RSS after warm-up | "
+        "RSS end | RSS max |", "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        f"| {r['streams']} | {r['requests']} | {len(r['errors'])} | {r['tokens']} | {r['tok_s']:.1f} | "
+        f"{'one (identical)' if r['texts_agree'] else 'DIFFER (a bug)'} | {r['rss_start_mib']:.0f} MiB | "
+        f"{r['rss_after_warmup_mib']:.0f} MiB | {r['rss_end_mib']:.0f} MiB | {r['rss_max_mib']:.0f} MiB |"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", default=None, help="GGUF (default: the default model, Gemma 3 270M Q4_K_M)")
@@ -179,8 +257,24 @@ def main() -> int:
     ap.add_argument("--no-llama-server", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "server.json"))
     ap.add_argument("--update-md", default=None)
+    ap.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                    help="instead: one soak run of --soak-streams streams for SECONDS (errors, memory over time)")
+    ap.add_argument("--soak-streams", type=int, default=64)
     args = ap.parse_args()
     model = args.model or str(pyspec.default_model_path())
+    if args.soak:
+        logs = Path(args.out).parent / "server-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYSPEC_THREADS": str(args.threads)}
+        r = soak(model, args.soak_streams, args.soak, args.max_tokens, args.ctx_per_seq, args.threads, logs, env)
+        out = Path(args.out).with_name("server-soak.json")
+        out.write_text(json.dumps(r, indent=1))
+        md = soak_markdown(r, model, args.threads, args.max_tokens)
+        print(md)
+        if args.update_md:
+            update_markdown(Path(args.update_md), md, name="bench_server_soak",
+                            heading="## Server: a soak of pyspec serve -np 64 (errors, memory)")
+        return 0 if not r["errors"] and r["texts_agree"] else 1
     streams = [int(s) for s in args.streams.split(",")]
     exe = None
     if not args.no_llama_server:
