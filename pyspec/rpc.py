@@ -36,6 +36,9 @@ def check_servers(rpc: Sequence[str] | str, exact: bool) -> list[str]:
     naming the server and what to do."""
     if isinstance(rpc, str):
         rpc = [e for e in rpc.split(",") if e]
+    if not isinstance(rpc, (list, tuple)):
+        raise InvalidParameterError(f"rpc= is a list of \"HOST:PORT\" strings (or one comma-separated string), "
+                                    f"got {type(rpc).__name__}")
     endpoints = list(rpc)
     if not endpoints:
         raise InvalidParameterError("rpc= lists no server: expected [\"HOST:PORT\", ...] (or leave it out)")

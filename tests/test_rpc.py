@@ -93,10 +93,11 @@ def test_unreachable_server_is_a_clear_error_at_once(tiny_target):
     assert time.monotonic() - t0 < 30  # refused at once, no hang
 
 
-@pytest.mark.parametrize("bad", ["localhost", "host:port", "127.0.0.1:0", "127.0.0.1:70000", ""])
+@pytest.mark.parametrize("bad", [["localhost"], ["host:port"], ["127.0.0.1:0"], ["127.0.0.1:70000"], [], 50052,
+                                 ["127.0.0.1:1", "127.0.0.1:1"]])
 def test_malformed_endpoints(tiny_target, bad):
-    with pytest.raises(pyspec.InvalidParameterError, match="HOST:PORT|lists no server"):
-        pyspec.LLM(tiny_target, n_ctx=256, rpc=[bad] if bad else [])
+    with pytest.raises(pyspec.InvalidParameterError, match="HOST:PORT|lists no server|twice"):
+        pyspec.LLM(tiny_target, n_ctx=256, rpc=bad)
 
 
 def test_something_else_listening_is_not_taken_for_a_server(tiny_target):
