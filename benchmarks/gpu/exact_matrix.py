@@ -55,10 +55,13 @@ def main() -> int:
               ("tiny llama Q4_K_M", "draft (Q4_0 twin)", llm(m / "llama256-q4_k_m.gguf",
                                                              draft_model=str(m / "llama256-q4_0.gguf")), "draft"),
               ("tiny MTP Q8_0", "mtp", llm(m / "mtp256-q8_0.gguf"), "mtp")]
-    if t:
+    if t:  # the Q8_0 copies smoke_heads.py writes (exact CUDA kernels refuse the float originals)
+        q = "-q8_0" if (t / "bigram-q8_0.gguf").exists() else ""
         cases += [
-                  ("tiny bigram llama", "eagle3 (bigram head)", llm(t / "bigram.gguf", draft_model=str(t / "eb.gguf")), "eagle3"),
-                  ("tiny llama", "dflash (random head)", llm(t / "t.gguf", draft_model=str(t / "df.gguf")), "dflash")]
+                  (f"tiny bigram llama{q.upper().replace('-', ' ')}", "eagle3 (bigram head)",
+                   llm(t / f"bigram{q}.gguf", draft_model=str(t / f"eb{q}.gguf")), "eagle3"),
+                  (f"tiny llama{q.upper().replace('-', ' ')}", "dflash (random head)",
+                   llm(t / f"t{q}.gguf", draft_model=str(t / f"df{q}.gguf")), "dflash")]
     if args.gemma:
         g = llm(args.gemma)
         cases += [("Gemma 3 270M Q4_K_M", "ngram", g, "ngram"), ("Gemma 3 270M Q4_K_M", "noisy oracle", g, "oracle"),

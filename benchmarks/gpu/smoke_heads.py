@@ -31,6 +31,10 @@ def write(d: Path) -> None:
     tm.write_mtp_hybrid(d / "hy.gguf", mimic=True)
     th.write_eagle3_bigram(d / "eb.gguf", tl.write_llama(d / "bigram.gguf", n_layer=1, residual_only=True))
     th.write_dflash(d / "df.gguf", block_size=8)
+    # Q8_0 copies for the GPU exactness matrix (exact_matrix.py): exact CUDA kernels refuse float weights
+    from pyspec import _core
+    for name in ("t", "bigram", "eb", "df"):
+        _core.quantize(str(d / f"{name}.gguf"), str(d / f"{name}-q8_0.gguf"), "q8_0", 2)
     print(f"wrote {', '.join(p.name for p in sorted(d.glob('*.gguf')))} to {d}")
 
 
