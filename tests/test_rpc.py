@@ -83,14 +83,13 @@ def test_rpc_as_a_comma_separated_string_and_on_the_cli(tiny_target, two_servers
     assert json.loads(out.stdout)["text"] == want
 
 
-def test_unreachable_server_is_a_clear_error_at_once(tiny_target):
+def test_unreachable_server_is_a_clear_error(tiny_target):
     ep = f"127.0.0.1:{free_port()}"  # nothing listens there
-    t0 = time.monotonic()
-    with pytest.raises(pyspec.RPCError, match="not reachable.*pyspec rpc-server --host 127.0.0.1") as e:
+    # refused by pyspec's own connect (with its timeout), before llama.cpp's RPC client, which would abort
+    with pytest.raises(pyspec.RPCError, match=r"not reachable \(Connection refused\).*pyspec rpc-server --host 127.0.0.1") as e:
         pyspec.LLM(tiny_target, n_ctx=256, rpc=[ep])
     assert ep in str(e.value)
     assert isinstance(e.value, ConnectionError)
-    assert time.monotonic() - t0 < 30  # refused at once, no hang
 
 
 @pytest.mark.parametrize("bad", [["localhost"], ["host:port"], ["127.0.0.1:0"], ["127.0.0.1:70000"], [], 50052,
