@@ -218,18 +218,16 @@ class LLM:
         self.n_threads = n_threads or default_threads()
         self._lock = threading.Lock()
         self.draft_model_path = str(check_gguf(draft_model, what="draft model")) if draft_model is not None else None
+        fa = -1 if flash_attn is None else int(bool(flash_attn))
         # what a draft-model drafter per sequence of a BatchLLM is made with (beside its n_ctx)
-        self._draft_args = dict(n_threads=self.n_threads, exact=kernels == "exact",
-                                flash_attn=-1 if flash_attn is None else int(bool(flash_attn)),
+        self._draft_args = dict(n_threads=self.n_threads, exact=kernels == "exact", flash_attn=fa,
                                 type_k=type_k_draft, type_v=type_v_draft)
         # what another context on this model (pyspec.batch.BatchLLM) is made with
-        self._context_args = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads,
-                                  flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k,
-                                  type_v=type_v, exact=kernels == "exact", swa_full=swa_full)
+        self._context_args = dict(n_ctx=n_ctx, n_batch=n_batch, n_threads=self.n_threads, flash_attn=fa,
+                                  type_k=type_k, type_v=type_v, exact=kernels == "exact", swa_full=swa_full)
         self._model, self._engine, self._draft_model, self._drafters = _open(
             self.model_path, self.draft_model_path, mtp=mtp, n_ctx=n_ctx, n_batch=n_batch,
-            n_threads=self.n_threads, n_gpu_layers=n_gpu_layers,
-            flash_attn=-1 if flash_attn is None else int(bool(flash_attn)), type_k=type_k, type_v=type_v,
+            n_threads=self.n_threads, n_gpu_layers=n_gpu_layers, flash_attn=fa, type_k=type_k, type_v=type_v,
             kernels=kernels, dflash_window=dflash_window, swa_full=swa_full, no_alloc=False,
             draft_kv=(type_k_draft, type_v_draft), rpc=self.rpc)
         self.has_chat_template = bool(self._model.meta("tokenizer.chat_template"))

@@ -269,9 +269,7 @@ class BatchLLM:
         LLM's draft model and a sequence's context (at most n_parallel are ever made)."""
         if self._draft_free:
             return self._draft_free.pop()
-        llm = self.llm
-        if llm._draft_model is None or "draft" not in llm.spec_types:
-            raise InvalidParameterError("spec_type='draft' needs an LLM with a draft model (draft_model=...)")
+        llm = self.llm  # it has a draft model: _prepare gave spec_type "draft"
         return _core.DraftModelDrafter(llm._draft_model, llm._model, n_ctx=self.n_ctx, **llm._draft_args)
 
     def _release(self, req: BatchRequest) -> None:

@@ -306,8 +306,9 @@ def cmd_serve(args) -> int:
         if getattr(args, "draft_model", None):
             from . import _core
             from ._gguf import check_gguf
+            from .api import HEAD_ARCHS
             arch = dict(_core.model_info(str(check_gguf(args.draft_model, what="draft model"))))["architecture"]
-            if arch in ("eagle3", "dflash"):
+            if arch in HEAD_ARCHS:
                 raise PyspecError(f"-np {args.parallel} batches several sequences, which draft with spec types "
                                   f"none, ngram and draft (a draft model) only, so -md (a {arch} head, which reads "
                                   "one sequence's features) would never be used; serve it with -np 1")

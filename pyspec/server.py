@@ -820,7 +820,7 @@ def create_app(llm, config: ServeConfig, state: Optional[_State] = None):
             "id": config.model_name, "object": "model", "created": state.created, "owned_by": "pyspec",
             "meta": {"n_ctx": state.n_ctx, "n_vocab": llm.n_vocab,
                      "spec_types": llm.spec_types if state.batch is None else
-                     [t for t in llm.spec_types if t in BATCH_SPEC_TYPES] or ["none"],
+                     [t for t in llm.spec_types if t in BATCH_SPEC_TYPES],
                      "chat_template": llm.chat_template is not None or llm.has_chat_template,
                      "parallel": config.parallel, "max_queue": config.max_queue}}]}
 

@@ -2,12 +2,11 @@
 #include <pybind11/stl.h>
 
 #include "bindings/bindings.h"
-
-#include <string>
 #include "engine/device_argmax.h"
 #include "engine/log.h"
 #include "engine/model.h"
 #include "ggml-backend.h"
+#include "ggml-rpc.h"
 #include "ggml-cpu.h"
 #include "llama.h"
 #ifdef PYSPEC_CUDA
@@ -29,7 +28,7 @@ void register_build_info(py::module_ & m) {
         py::list exact;
         for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
             ggml_backend_reg_t reg = ggml_backend_reg_get(i);
-            if (std::string(ggml_backend_reg_name(reg)) == "RPC") continue;
+            if (reg == ggml_backend_rpc_reg()) continue;
             if (ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_batch_invariant")) exact.append(ggml_backend_reg_name(reg));
         }
         d["exact_backends"] = exact;
@@ -56,15 +55,8 @@ void register_build_info(py::module_ & m) {
         // kernels="fast" repacks weights, except where the AMX weight buffer would be used (PYSPEC_AMX=1: anyway)
         d["amx_buffer"] = cpu_amx_buffer_type();
         d["repack"] = repack_allowed();
-        // a GPU of this machine (llama_supports_gpu_offload() also says yes for the RPC backend, whose
-        // devices are other processes' and exist only once LLM(rpc=...) adds a server)
-        bool gpu = false;
-        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-            const auto t = ggml_backend_dev_type(ggml_backend_dev_get(i));
-            const std::string reg = ggml_backend_reg_name(ggml_backend_dev_backend_reg(ggml_backend_dev_get(i)));
-            gpu |= (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) && reg != "RPC";
-        }
-        d["gpu_offload"] = gpu;
+        // a GPU of this machine (llama_supports_gpu_offload() also says yes for the RPC backend)
+        d["gpu_offload"] = !local_gpu_devices().empty();
 #ifdef PYSPEC_CUDA
         d["cuda"] = true;
         // the verify-shaped kernels ggml-cuda's exact mode runs (csrc/cuda, patch 0006)

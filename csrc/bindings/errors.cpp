@@ -2,8 +2,9 @@
 #include "bindings/bindings.h"
 #include "engine/error.h"
 
-#include <cstring>
 #include <string>
+
+#include "ggml-rpc.h"
 
 namespace pyspec {
 
@@ -34,10 +35,9 @@ void register_errors(py::module_ &) {
             raise_as("GenerationInterrupted", e);
         } catch (const Error & e) {
             raise_as("PyspecError", e);
-        } catch (const std::runtime_error & e) {
+        } catch (const ggml_rpc_error & e) {
             // llama.cpp's RPC backend lost its server outside a forward (a cache clear, a tensor read;
             // patch 0011 throws there instead of aborting): the model's backend is gone
-            if (std::strstr(e.what(), "RPC server") == nullptr) throw;
             py::object errors = py::module_::import("pyspec.errors");
             PyErr_SetString(errors.attr("DecodeError").ptr(),
                             (std::string(e.what()) + ". The context's memory is undefined now: make a new LLM once "

@@ -67,12 +67,7 @@ void Engine::probe_exact() {
     batch_.clear();
     batch_.add(bos >= 0 && bos < n_vocab_ ? bos : 0, 0, true);
     log_clear_recent();
-    int rc;
-    try {
-        rc = llama_decode(ctx_.get(), batch_.get());
-    } catch (const std::exception & e) {  // a backend that lost its server (RPC, patch 0011)
-        throw DecodeError(std::string("first forward of '") + target_->path() + "': " + e.what());
-    }
+    const int rc = decode_rc(ctx_.get(), batch_.get(), "exact-kernel probe");
     batch_.clear();
     llama_memory_clear(llama_get_memory(ctx_.get()), true);
     if (rc == -3)

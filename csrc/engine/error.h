@@ -4,6 +4,9 @@
 #include <stdexcept>
 #include <string>
 
+struct llama_context;  // llama.h
+struct llama_batch;
+
 namespace pyspec {
 
 struct Error : std::runtime_error {
@@ -31,8 +34,10 @@ struct Interrupted : Error { using Error::Error; };
 // Converts llama_decode's return code into an exception (the one place that
 // interprets it). `what` names the step, for the message.
 void check_decode(int rc, const char * what);
-// llama_decode, its return code checked by check_decode, and a backend's C++ exception (a lost RPC
-// server, patch 0011) turned into DecodeError instead of leaving through the caller.
-void decode_checked(struct llama_context * ctx, const struct llama_batch & batch, const char * what);
+// llama_decode's return code, with a lost RPC server (ggml_rpc_error, patch 0011) turned into
+// DecodeError instead of leaving through the caller.
+int decode_rc(llama_context * ctx, const llama_batch & batch, const char * what);
+// decode_rc, its return code checked by check_decode.
+void decode_checked(llama_context * ctx, const llama_batch & batch, const char * what);
 
 }  // namespace pyspec

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "ggml-backend.h"
+#include "ggml-rpc.h"
 #include "engine/error.h"
 #include "engine/log.h"
 
@@ -24,15 +25,29 @@ void check_decode(int rc, const char * what) {
     }
 }
 
-void decode_checked(llama_context * ctx, const llama_batch & batch, const char * what) {
-    int rc;
+int decode_rc(llama_context * ctx, const llama_batch & batch, const char * what) {
     try {
-        rc = llama_decode(ctx, batch);
-    } catch (const std::exception & e) {
+        return llama_decode(ctx, batch);
+    } catch (const ggml_rpc_error & e) {
         throw DecodeError(std::string(what) + ": " + e.what() + ". The context's memory is undefined now: make a new "
-                          "LLM once the backend is back");
+                          "LLM once the server is back");
     }
-    check_decode(rc, what);
+}
+
+void decode_checked(llama_context * ctx, const llama_batch & batch, const char * what) {
+    check_decode(decode_rc(ctx, batch, what), what);
+}
+
+std::vector<ggml_backend_dev_t> local_gpu_devices() {
+    std::vector<ggml_backend_dev_t> out;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        const auto t = ggml_backend_dev_type(d);
+        if ((t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) &&
+            ggml_backend_dev_backend_reg(d) != ggml_backend_rpc_reg())
+            out.push_back(d);
+    }
+    return out;
 }
 
 Batch::Batch(int32_t capacity) : b_(llama_batch_init(capacity, 0, 1)), cap_(capacity) {}
@@ -81,10 +96,7 @@ Model::Model(const std::string & path, const ModelParams & params) : path_(path)
     if (!params.rpc.empty()) {
         // the servers' devices, then this machine's GPUs (llama.cpp's own order: --rpc devices first)
         devices_ = rpc_devices(params.rpc);
-        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-            ggml_backend_dev_t d = ggml_backend_dev_get(i);
-            if (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_GPU) devices_.push_back(d);
-        }
+        for (ggml_backend_dev_t d : local_gpu_devices()) devices_.push_back(d);
         devices_.push_back(nullptr);
         mp.devices = devices_.data();
     }

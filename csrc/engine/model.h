@@ -51,6 +51,9 @@ struct ModelParams {
     std::vector<std::string> rpc;
 };
 
+// This machine's GPUs (the RPC backend's devices are other processes').
+std::vector<ggml_backend_dev_t> local_gpu_devices();
+
 class Model {
 public:
     // Throws ModelLoadError with llama.cpp's own reason when it refuses the file.

@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "engine/model.h"
 
 #ifdef PYSPEC_CUDA
 #include "cuda/exact_mmv_hook.h"
@@ -19,7 +20,7 @@ std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & end
         ggml_backend_reg_t reg = nullptr;
         try {
             reg = ggml_backend_rpc_add_server(ep.c_str());  // connects (patch 0011: throws, never aborts)
-        } catch (const std::exception & e) {
+        } catch (const ggml_rpc_error & e) {
             throw ModelLoadError("RPC server " + ep + ": " + e.what() + "; start one there with `pyspec rpc-server "
                                  "--host HOST --port PORT`, or leave it out of rpc=[...]");
         }
@@ -32,11 +33,7 @@ std::vector<ggml_backend_dev_t> rpc_devices(const std::vector<std::string> & end
 
 void rpc_serve(const std::string & endpoint, int n_threads, bool exact, bool cpu_only, const std::string & cache_dir) {
     log_install();
-    std::vector<ggml_backend_dev_t> devs;
-    for (size_t i = 0; i < ggml_backend_dev_count() && !cpu_only; ++i) {
-        ggml_backend_dev_t d = ggml_backend_dev_get(i);
-        if (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_GPU) devs.push_back(d);
-    }
+    std::vector<ggml_backend_dev_t> devs = cpu_only ? std::vector<ggml_backend_dev_t>{} : local_gpu_devices();
     if (devs.empty()) {
         ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
         if (!cpu) throw Error("rpc_serve: this build has no CPU device");
